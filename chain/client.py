@@ -1,0 +1,104 @@
+"""The one way the app reaches the chain: Web3 from settings, ABIs from the committed build
+artifacts, addresses from the deployment record."""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+from pathlib import Path
+
+from django.conf import settings
+from eth_utils import keccak, to_checksum_address
+from web3 import Web3
+from web3.contract import Contract
+from web3.exceptions import ContractCustomError, ContractLogicError
+
+from marketplace.errors import ApplicationError
+
+BUILD_DIR = Path(__file__).resolve().parent / "contracts" / "build"
+PRODUCT_CONTRACTS = ("IdentityRegistry", "DatasetRegistry", "TrainingEscrow")
+
+
+class ChainUnavailable(Exception):
+    """The RPC endpoint does not answer (a transient failure: retry later)."""
+
+
+class ChainMisconfigured(Exception):
+    """The node answers for another chain id, or our contracts are not deployed on it."""
+
+
+@functools.cache
+def load_artifact(name: str) -> dict:
+    return json.loads((BUILD_DIR / f"{name}.json").read_text())
+
+
+def bytecode_sha256(name: str) -> str:
+    return hashlib.sha256(load_artifact(name)["bytecode"].encode()).hexdigest()
+
+
+def web3_for(rpc_url: str, timeout: float = 10.0) -> Web3:
+    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+
+
+def get_web3(*, timeout: float = 10.0) -> Web3:
+    """A Web3 for the configured node, after checking it serves the configured chain."""
+    w3 = web3_for(settings.CHAIN_RPC_URL, timeout)
+    try:
+        chain_id = w3.eth.chain_id
+    except Exception as exc:  # requests' connection errors, timeouts, bad JSON
+        raise ChainUnavailable(f"the chain node at {settings.CHAIN_RPC_URL} does not answer") from exc
+    if chain_id != settings.CHAIN_ID:
+        raise ChainMisconfigured(
+            f"the node at {settings.CHAIN_RPC_URL} serves chain {chain_id}, "
+            f"but CHAIN_ID is {settings.CHAIN_ID}"
+        )
+    return w3
+
+
+def contract_at(w3: Web3, name: str, address: str) -> Contract:
+    return w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name)["abi"])
+
+
+def deployed_contract(w3: Web3, name: str) -> Contract:
+    from chain.models import Deployment
+
+    deployment = Deployment.objects.filter(chain_id=settings.CHAIN_ID, contract=name).first()
+    if deployment is None:
+        raise ChainMisconfigured(
+            f"{name} is not deployed on chain {settings.CHAIN_ID}: run manage.py deploy_contracts"
+        )
+    return contract_at(w3, name, deployment.address)
+
+
+@functools.cache
+def _error_selectors() -> dict[bytes, tuple[str, list[str]]]:
+    selectors = {}
+    for name in PRODUCT_CONTRACTS:
+        for item in load_artifact(name)["abi"]:
+            if item["type"] == "error":
+                types = [i["type"] for i in item["inputs"]]
+                signature = f"{item['name']}({','.join(types)})"
+                selectors[keccak(text=signature)[:4]] = (item["name"], types)
+    return selectors
+
+
+def decode_revert(exc: Exception) -> tuple[str, tuple]:
+    """The custom error name and arguments behind a revert, e.g. ("WrongPayment", (10, 5))."""
+    from eth_abi import decode
+
+    data = getattr(exc, "data", None)
+    if isinstance(exc, (ContractCustomError, ContractLogicError)) and isinstance(data, str):
+        raw = bytes.fromhex(data.removeprefix("0x"))
+        match = _error_selectors().get(raw[:4])
+        if match:
+            name, types = match
+            return name, tuple(decode(types, raw[4:]))
+    return type(exc).__name__, (str(exc),)
+
+
+def revert_as_application_error(exc: Exception, messages: dict[str, str]) -> ApplicationError:
+    """Turn a contract revert into a message a person understands."""
+    name, args = decode_revert(exc)
+    message = messages.get(name, f"The contract refused the transaction ({name}).")
+    return ApplicationError(message, {"contract_error": name, "args": [str(a) for a in args]})

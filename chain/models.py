@@ -1,0 +1,74 @@
+from django.db import models
+
+
+class Deployment(models.Model):
+    """Where one of our contracts lives on one chain (the deploy command writes these)."""
+
+    chain_id = models.PositiveBigIntegerField()
+    contract = models.CharField(max_length=64)
+    address = models.CharField(max_length=42)
+    tx_hash = models.CharField(max_length=66)
+    block_number = models.PositiveBigIntegerField()
+    # sha-256 of the artifact's creation bytecode: tells whether this is the current build.
+    bytecode_sha256 = models.CharField(max_length=64)
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "contract"], name="one_deployment_per_chain")
+        ]
+        ordering = ["chain_id", "contract"]
+
+    def __str__(self) -> str:
+        return f"{self.contract}@{self.address} (chain {self.chain_id})"
+
+
+class SenderAccount(models.Model):
+    """The next nonce of an operator key; its row is the lock that serialises sending."""
+
+    chain_id = models.PositiveBigIntegerField()
+    address = models.CharField(max_length=42)
+    next_nonce = models.PositiveBigIntegerField(default=0)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "address"], name="one_sender_per_chain")
+        ]
+
+
+class ChainTransaction(models.Model):
+    """One intent sent by the operator, recorded before it is broadcast or waited for."""
+
+    class Status(models.TextChoices):
+        SIGNED = "signed", "Signed, not yet broadcast"
+        SENT = "sent", "Sent, waiting to be mined"
+        MINED = "mined", "Mined"
+        REVERTED = "reverted", "Reverted"
+
+    chain_id = models.PositiveBigIntegerField()
+    # What this transaction is for, e.g. "deploy:DatasetRegistry"; one transaction per intent.
+    intent = models.CharField(max_length=200)
+    sender = models.CharField(max_length=42)
+    nonce = models.PositiveBigIntegerField()
+    to = models.CharField(max_length=42, blank=True)
+    value_wei = models.DecimalField(max_digits=78, decimal_places=0, default=0)
+    raw = models.TextField(help_text="The signed transaction, so a retry re-broadcasts it as is.")
+    tx_hash = models.CharField(max_length=66, unique=True)
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.SIGNED)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    gas_used = models.PositiveBigIntegerField(null=True, blank=True)
+    contract_address = models.CharField(max_length=42, blank=True)
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(fields=["chain_id", "intent"], name="one_transaction_per_intent"),
+            models.UniqueConstraint(
+                fields=["chain_id", "sender", "nonce"], name="one_transaction_per_nonce"
+            ),
+        ]
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"{self.intent} {self.tx_hash} ({self.status})"

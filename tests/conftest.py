@@ -1,0 +1,134 @@
+"""Fixtures that start the real nodes: anvil and the IPFS node once per test session on free
+ports, and a real Celery worker process on the running Redis."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+from urllib.parse import quote
+
+import pytest
+from django.conf import settings
+
+from marketplace import devstack
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture(scope="session")
+def anvil():
+    """A fresh anvil (chain id 31337, the dev mnemonic) for the whole test session."""
+    node = devstack.start_anvil()
+    previous = settings.CHAIN_RPC_URL
+    settings.CHAIN_RPC_URL = node.url
+    yield node
+    settings.CHAIN_RPC_URL = previous
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def ipfs_node(tmp_path_factory):
+    """A fresh js-ipfs node, offline and on loopback, for the whole test session."""
+    node = devstack.start_ipfs(tmp_path_factory.mktemp("ipfs") / "repo")
+    previous = settings.IPFS_API_URL
+    settings.IPFS_API_URL = node.url
+    yield node
+    settings.IPFS_API_URL = previous
+    node.stop()
+
+
+@pytest.fixture(scope="session")
+def _deployed_addresses(anvil, django_db_setup, django_db_blocker):
+    """Deploy the contracts once per session; returns the Deployment rows' field values.
+
+    The rows are removed again, so that each test starts from an empty database."""
+    from chain.client import get_web3
+    from chain.models import ChainTransaction, Deployment
+    from chain.sender import operator_sender
+    from chain.services import contracts_deploy
+
+    with django_db_blocker.unblock():
+        w3 = get_web3()
+        contracts_deploy(w3=w3, sender=operator_sender(w3))
+        rows = list(Deployment.objects.filter(chain_id=settings.CHAIN_ID).values())
+        Deployment.objects.all().delete()
+        ChainTransaction.objects.all().delete()
+    return rows
+
+
+@pytest.fixture
+def contracts(_deployed_addresses, db):
+    """The product contracts deployed on the session's anvil and recorded in the test database
+    (re-recorded for each test, since transactional tests empty the tables)."""
+    from chain.models import Deployment
+
+    for row in _deployed_addresses:
+        Deployment.objects.update_or_create(
+            chain_id=row["chain_id"], contract=row["contract"],
+            defaults={k: v for k, v in row.items() if k not in {"id", "chain_id", "contract"}},
+        )  # fmt: skip
+    return {row["contract"]: row["address"] for row in _deployed_addresses}
+
+
+def _database_url_for_worker() -> str:
+    from django.db import connection
+
+    db = connection.settings_dict
+    if db["ENGINE"].endswith("sqlite3"):
+        return f"sqlite:///{Path(db['NAME']).resolve()}"
+    auth = quote(db["USER"] or "", safe="")
+    if db.get("PASSWORD"):
+        auth += ":" + quote(db["PASSWORD"], safe="")
+    host = db["HOST"] or "127.0.0.1"
+    port = db["PORT"] or 5432
+    return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, anvil, ipfs_node, tmp_path_factory):
+    """A real Celery worker process on the test Redis queue, using the test database and nodes.
+
+    Tests that hand work to it must use `@pytest.mark.django_db(transaction=True)` so their rows
+    are committed where the worker can see them.
+    """
+    from marketplace.celery import app
+
+    hostname = f"test-worker-{os.getpid()}@localhost"
+    env = {
+        **os.environ,
+        "DJANGO_SETTINGS_MODULE": "tests.settings",
+        "DATABASE_URL": _database_url_for_worker(),
+        "CHAIN_RPC_URL": anvil.url,
+        "IPFS_API_URL": ipfs_node.url,
+        "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
+        "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+    }
+    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
+    log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
+    process = subprocess.Popen(
+        [
+            sys.executable, "-m", "celery", "-A", "marketplace", "worker",
+            "--hostname", hostname, "--queues", settings.CELERY_TASK_DEFAULT_QUEUE,
+            "--concurrency", "2", "--loglevel", "INFO", "--without-mingle", "--without-gossip",
+        ],
+        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+    )  # fmt: skip
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"the Celery worker exited early:\n{log_path.read_text()}")
+        if app.control.ping(destination=[hostname], timeout=0.5):
+            break
+    else:
+        process.terminate()
+        raise RuntimeError(f"the Celery worker did not answer:\n{log_path.read_text()}")
+    yield process
+    process.terminate()
+    try:
+        process.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        process.kill()
+    log.close()

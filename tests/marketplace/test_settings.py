@@ -1,0 +1,103 @@
+"""Start-up with missing or malformed settings stops with one line naming the setting."""
+
+import base64
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+PRODUCTION_ENV = {
+    "DJANGO_DEBUG": "0",
+    "DJANGO_SECRET_KEY": secrets.token_urlsafe(60),
+    "DJANGO_ALLOWED_HOSTS": "marketplace.example.org",
+    "MARKETPLACE_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
+    "OPERATOR_PRIVATE_KEY": "0x" + secrets.token_hex(32),
+    "CHAIN_ID": "11155111",
+}
+
+
+def run(args: list[str], env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
+    ignored = {*PRODUCTION_ENV, "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    clean = {k: v for k, v in os.environ.items() if k not in ignored}
+    return subprocess.run(
+        args,
+        cwd=ROOT,
+        env={**clean, "MARKETPLACE_DATA_DIR": str(tmp_path), **env},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+@pytest.mark.parametrize(
+    ("env", "expected"),
+    [
+        ({"CHAIN_ID": "abc"}, "CHAIN_ID='abc' is malformed: expected an integer"),
+        ({"CHAIN_RPC_URL": "localhost:8545"}, "CHAIN_RPC_URL='localhost:8545' is malformed"),
+        ({"CELERY_BROKER_URL": "amqp://x"}, "CELERY_BROKER_URL='amqp://x' is malformed"),
+        ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG='maybe' is malformed"),
+        ({"CHAIN_ID": "1"}, "OPERATOR_PRIVATE_KEY is not set"),
+        ({"OPERATOR_PRIVATE_KEY": "0x1234"}, "OPERATOR_PRIVATE_KEY is malformed"),
+        ({"MARKETPLACE_MASTER_KEY": "c2hvcnQ="}, "MARKETPLACE_MASTER_KEY is malformed"),
+        ({**PRODUCTION_ENV, "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY is not set"),
+        ({**PRODUCTION_ENV, "MARKETPLACE_MASTER_KEY": ""}, "MARKETPLACE_MASTER_KEY is not set"),
+        ({**PRODUCTION_ENV, "DJANGO_ALLOWED_HOSTS": ""}, "DJANGO_ALLOWED_HOSTS is not set"),
+    ],
+)
+def test_bad_setting_stops_manage_py_with_one_line(env, expected, tmp_path):
+    result = run([sys.executable, "manage.py", "check"], env, tmp_path)
+
+    assert result.returncode == 2
+    lines = result.stderr.strip().splitlines()
+    assert len(lines) == 1, result.stderr
+    assert expected in lines[0]
+    assert "Traceback" not in result.stderr
+
+
+def test_bad_setting_stops_the_celery_worker_with_one_line(tmp_path):
+    result = run(
+        [sys.executable, "-m", "celery", "-A", "marketplace", "worker"], {"CHAIN_ID": "x"}, tmp_path
+    )
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [
+        "Configuration error: CHAIN_ID='x' is malformed: expected an integer"
+    ]
+
+
+def test_production_settings_pass_the_deploy_check(tmp_path):
+    result = run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"],
+        PRODUCTION_ENV,
+        tmp_path,
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "no issues" in result.stdout
+
+
+def test_dev_master_key_is_generated_once_into_a_private_file(tmp_path):
+    script = "from django.conf import settings; print(settings.MASTER_KEY.hex())"
+    env = {"DJANGO_SETTINGS_MODULE": "marketplace.settings"}
+
+    first = run([sys.executable, "-c", f"import django; django.setup(); {script}"], env, tmp_path)
+    second = run([sys.executable, "-c", f"import django; django.setup(); {script}"], env, tmp_path)
+
+    assert first.returncode == 0, first.stderr
+    key_file = tmp_path / "master.key"
+    assert key_file.stat().st_mode & 0o777 == 0o600
+    assert len(bytes.fromhex(first.stdout.strip())) == 32
+    assert first.stdout == second.stdout
+
+
+def test_production_never_falls_back_to_the_dev_operator_key(tmp_path):
+    env = {**PRODUCTION_ENV, "OPERATOR_PRIVATE_KEY": ""}
+
+    result = run([sys.executable, "manage.py", "check"], env, tmp_path)
+
+    assert result.returncode == 2
+    assert "OPERATOR_PRIVATE_KEY is not set" in result.stderr
