@@ -60,15 +60,23 @@ def contract_at(w3: Web3, name: str, address: str) -> Contract:
     return w3.eth.contract(address=to_checksum_address(address), abi=load_artifact(name)["abi"])
 
 
-def deployed_contract(w3: Web3, name: str) -> Contract:
+def deployed_addresses() -> dict[str, str]:
+    """Contract name -> checksummed address on the configured chain."""
     from chain.models import Deployment
 
-    deployment = Deployment.objects.filter(chain_id=settings.CHAIN_ID, contract=name).first()
-    if deployment is None:
+    return {
+        d.contract: to_checksum_address(d.address)
+        for d in Deployment.objects.filter(chain_id=settings.CHAIN_ID)
+    }
+
+
+def deployed_contract(w3: Web3, name: str) -> Contract:
+    address = deployed_addresses().get(name)
+    if address is None:
         raise ChainMisconfigured(
             f"{name} is not deployed on chain {settings.CHAIN_ID}: run manage.py deploy_contracts"
         )
-    return contract_at(w3, name, deployment.address)
+    return contract_at(w3, name, address)
 
 
 @functools.cache

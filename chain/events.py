@@ -1,0 +1,72 @@
+"""Decoding our contracts' logs into plain records the rest of the app uses."""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass
+
+from eth_utils import event_abi_to_log_topic
+from web3 import Web3
+from web3._utils.events import get_event_data
+
+from chain.client import PRODUCT_CONTRACTS, load_artifact
+
+
+@dataclass(frozen=True)
+class ChainEvent:
+    contract: str  # e.g. "TrainingEscrow"
+    name: str  # e.g. "JobSettled"
+    args: dict
+    address: str
+    tx_hash: str
+    log_index: int
+    block_number: int
+
+    @property
+    def key(self) -> tuple[str, int]:
+        """Unique per log: what the indexer upserts on."""
+        return (self.tx_hash, self.log_index)
+
+
+@functools.cache
+def _event_abis() -> dict[bytes, list[tuple[str, dict]]]:
+    by_topic: dict[bytes, list[tuple[str, dict]]] = {}
+    for contract in PRODUCT_CONTRACTS:
+        for item in load_artifact(contract)["abi"]:
+            if item["type"] == "event":
+                by_topic.setdefault(event_abi_to_log_topic(item), []).append((contract, item))
+    return by_topic
+
+
+def _plain(value):
+    if isinstance(value, bytes):
+        return "0x" + value.hex()
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def decode_log(w3: Web3, log, addresses: dict[str, str]) -> ChainEvent | None:
+    """The event behind `log` if one of our contracts (`addresses`: name -> address) emitted it."""
+    if not log["topics"]:
+        return None
+    emitter = Web3.to_checksum_address(log["address"])
+    for contract, abi in _event_abis().get(bytes(log["topics"][0]), []):
+        if Web3.to_checksum_address(addresses.get(contract, "0x" + "00" * 20)) != emitter:
+            continue
+        data = get_event_data(w3.codec, abi, log)
+        return ChainEvent(
+            contract=contract,
+            name=data["event"],
+            args={k: _plain(v) for k, v in data["args"].items()},
+            address=emitter,
+            tx_hash=data["transactionHash"].to_0x_hex(),
+            log_index=data["logIndex"],
+            block_number=data["blockNumber"],
+        )
+    return None
+
+
+def decode_receipt(w3: Web3, receipt, addresses: dict[str, str]) -> list[ChainEvent]:
+    events = (decode_log(w3, log, addresses) for log in receipt["logs"])
+    return [event for event in events if event is not None]

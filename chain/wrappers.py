@@ -1,0 +1,268 @@
+"""One wrapper per contract: reads return dataclasses, operator writes go through the one
+transaction sender, and calls a user makes from their own wallet come back as ready-to-send
+transaction requests (`to`, `data`, `value`) so no wallet needs our ABI."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+from web3 import Web3
+from web3.contract import Contract
+
+from chain.client import deployed_addresses, deployed_contract, get_web3
+from chain.events import ChainEvent, decode_receipt
+from chain.sender import SentTransaction, TransactionSender, operator_sender
+
+
+@dataclass(frozen=True)
+class TxRequest:
+    """A transaction for the user's wallet to send (eth_sendTransaction)."""
+
+    chain_id: int
+    to: str
+    data: str
+    value_wei: int = 0
+
+    def as_json(self) -> dict:
+        return {**asdict(self), "value_wei": str(self.value_wei)}
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """An operator transaction that was mined, with our events decoded from its receipt."""
+
+    tx_hash: str
+    block_number: int
+    succeeded: bool
+    events: list[ChainEvent]
+
+    def event(self, name: str) -> ChainEvent:
+        return next(e for e in self.events if e.name == name)
+
+
+class _Wrapper:
+    name = ""
+
+    def __init__(self, w3: Web3, contract: Contract, sender: TransactionSender | None = None):
+        self.w3 = w3
+        self.contract = contract
+        self.address = contract.address
+        self._sender = sender
+
+    @classmethod
+    def deployed(cls, w3: Web3 | None = None):
+        w3 = w3 or get_web3()
+        return cls(w3, deployed_contract(w3, cls.name))
+
+    @property
+    def sender(self) -> TransactionSender:
+        if self._sender is None:
+            self._sender = operator_sender(self.w3)
+        return self._sender
+
+    def request(self, function: str, *args, value: int = 0) -> TxRequest:
+        data = self.contract.encode_abi(function, args=list(args))
+        return TxRequest(self.w3.eth.chain_id, self.address, data, value)
+
+    def _send(self, intent: str, function: str, *args) -> Outcome:
+        data = self.contract.encode_abi(function, args=list(args))
+        sent: SentTransaction = self.sender.send(intent=intent, to=self.address, data=data)
+        return Outcome(
+            tx_hash=sent.record.tx_hash,
+            block_number=sent.receipt["blockNumber"],
+            succeeded=sent.succeeded,
+            events=decode_receipt(self.w3, sent.receipt, deployed_addresses()),
+        )
+
+
+# --- Identity registry (ERC-1056) ------------------------------------------------------------
+
+
+class IdentityRegistry(_Wrapper):
+    name = "IdentityRegistry"
+
+    def identity_owner(self, identity: str) -> str:
+        return self.contract.functions.identityOwner(Web3.to_checksum_address(identity)).call()
+
+    def changed(self, identity: str) -> int:
+        """Block of the identity's latest change (0: never changed): where the event walk starts."""
+        return self.contract.functions.changed(Web3.to_checksum_address(identity)).call()
+
+    def set_attribute_request(self, identity: str, name: bytes, value: bytes, validity: int) -> TxRequest:
+        return self.request(
+            "setAttribute", Web3.to_checksum_address(identity), name.ljust(32, b"\0"), value, validity
+        )
+
+
+# --- Dataset registry ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Listing:
+    listing_id: int
+    owner: str
+    price_wei: int
+    delisted: bool
+
+
+@dataclass(frozen=True)
+class ListingTerms:
+    """What the owner signs for a gasless listing (the EIP-712 `Listing` struct minus the nonce)."""
+
+    owner: str
+    cid: str
+    content_hash: bytes
+    metadata_hash: bytes
+    license: str
+    price_wei: int
+    parent_id: int
+    deadline: int
+
+
+LISTING_TYPES = {
+    "EIP712Domain": [
+        {"name": "name", "type": "string"},
+        {"name": "version", "type": "string"},
+        {"name": "chainId", "type": "uint256"},
+        {"name": "verifyingContract", "type": "address"},
+    ],
+    "Listing": [
+        {"name": "owner", "type": "address"},
+        {"name": "cid", "type": "string"},
+        {"name": "contentHash", "type": "bytes32"},
+        {"name": "metadataHash", "type": "bytes32"},
+        {"name": "license", "type": "string"},
+        {"name": "price", "type": "uint256"},
+        {"name": "parentId", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint256"},
+    ],
+}
+
+
+class DatasetRegistry(_Wrapper):
+    name = "DatasetRegistry"
+
+    def listing(self, listing_id: int) -> Listing:
+        owner, price, delisted = self.contract.functions.getListing(listing_id).call()
+        return Listing(listing_id, owner, price, delisted)
+
+    def listing_count(self) -> int:
+        return self.contract.functions.listingCount().call()
+
+    def nonce(self, owner: str) -> int:
+        return self.contract.functions.nonces(Web3.to_checksum_address(owner)).call()
+
+    def listing_typed_data(self, terms: ListingTerms, nonce: int | None = None) -> dict:
+        """The EIP-712 typed data the owner signs (eth_signTypedData_v4) to list gaslessly."""
+        owner = Web3.to_checksum_address(terms.owner)
+        return {
+            "types": LISTING_TYPES,
+            "primaryType": "Listing",
+            "domain": {
+                "name": "DatasetRegistry",
+                "version": "1",
+                "chainId": self.w3.eth.chain_id,
+                "verifyingContract": self.address,
+            },
+            "message": {
+                "owner": owner,
+                "cid": terms.cid,
+                "contentHash": "0x" + terms.content_hash.hex(),
+                "metadataHash": "0x" + terms.metadata_hash.hex(),
+                "license": terms.license,
+                "price": terms.price_wei,
+                "parentId": terms.parent_id,
+                "nonce": self.nonce(owner) if nonce is None else nonce,
+                "deadline": terms.deadline,
+            },
+        }
+
+    def relay_listing(self, *, intent: str, terms: ListingTerms, signature: bytes) -> Outcome:
+        """The operator relays an owner-signed listing; the contract checks the signature."""
+        return self._send(
+            intent, "listFor", Web3.to_checksum_address(terms.owner), terms.cid,
+            terms.content_hash, terms.metadata_hash, terms.license, terms.price_wei,
+            terms.parent_id, terms.deadline, signature,
+        )  # fmt: skip
+
+
+# --- Training escrow -------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Quote:
+    price_wei: int  # what `fund` requires: dataset prices + compute fee
+    fee_wei: int  # the platform's part, frozen at funding
+
+
+@dataclass(frozen=True)
+class JobTerms:
+    """A funded job as committed on-chain (read back from its JobFunded event)."""
+
+    job_id: bytes
+    buyer: str
+    value_wei: int
+    fee_wei: int
+    refund_after: int
+
+    def as_tuple(self) -> tuple:
+        return (self.job_id, Web3.to_checksum_address(self.buyer), self.value_wei, self.fee_wei, self.refund_after)
+
+    @classmethod
+    def from_event(cls, event: ChainEvent) -> JobTerms:
+        args = event.args
+        return cls(
+            bytes.fromhex(args["jobId"].removeprefix("0x")), args["buyer"], args["value"],
+            args["fee"], args["refundAfter"],
+        )  # fmt: skip
+
+
+@dataclass(frozen=True)
+class EscrowFees:
+    compute_fee_wei: int
+    fee_bps: int
+    refund_delay_seconds: int
+
+
+class JobState:
+    NONE, FUNDED, SETTLED, REFUNDED = 0, 1, 2, 3
+
+
+class TrainingEscrow(_Wrapper):
+    name = "TrainingEscrow"
+
+    def quote(self, dataset_ids: list[int]) -> Quote:
+        price, fee = self.contract.functions.quote(dataset_ids).call()
+        return Quote(price, fee)
+
+    def fees(self) -> EscrowFees:
+        return EscrowFees(*self.contract.functions.fees().call())
+
+    def job_state(self, job_id: bytes) -> int:
+        return self.contract.functions.jobState(job_id).call()
+
+    def balance_of(self, account: str) -> int:
+        """What `account` can withdraw now."""
+        return self.contract.functions.balanceOf(Web3.to_checksum_address(account)).call()
+
+    def fees_held(self) -> int:
+        return self.contract.functions.feesHeld().call()
+
+    def fund_request(self, job_id: bytes, dataset_ids: list[int]) -> TxRequest:
+        """The buyer's payment: calldata of `fund` with the exact price as value."""
+        return self.request("fund", job_id, dataset_ids, value=self.quote(dataset_ids).price_wei)
+
+    def withdraw_request(self) -> TxRequest:
+        return self.request("withdraw")
+
+    def settle(
+        self, *, job: JobTerms, payees: list[str], amounts: list[int], model_cid: str, report_hash: bytes
+    ) -> Outcome:
+        return self._send(
+            f"settle:{job.job_id.hex()}", "settle", job.as_tuple(),
+            [Web3.to_checksum_address(p) for p in payees], amounts, model_cid, report_hash,
+        )  # fmt: skip
+
+    def refund(self, *, job: JobTerms) -> Outcome:
+        return self._send(f"refund:{job.job_id.hex()}", "refund", job.as_tuple())

@@ -1,0 +1,161 @@
+"""The Python side of the contracts, end to end on anvil: gasless listing relayed by the operator,
+a buyer funding a job from their own wallet, settlement, withdrawal and refund."""
+
+import os
+import time
+
+import pytest
+from eth_account import Account
+from web3 import Web3
+from web3.exceptions import ContractCustomError
+
+from chain.client import decode_revert, deployed_addresses, get_web3, revert_as_application_error
+from chain.events import decode_receipt
+from chain.wrappers import (
+    DatasetRegistry,
+    IdentityRegistry,
+    JobState,
+    JobTerms,
+    ListingTerms,
+    TrainingEscrow,
+)
+
+# anvil's well-known dev accounts 1 and 2 (test only).
+OWNER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
+OWNER = Account.from_key(OWNER_KEY).address
+BUYER = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
+
+pytestmark = pytest.mark.django_db
+
+
+def wallet_send(w3: Web3, sender: str, request) -> dict:
+    """What a user's wallet does with a TxRequest (anvil signs for its dev accounts)."""
+    tx_hash = w3.eth.send_transaction(
+        {"from": sender, "to": request.to, "data": request.data, "value": request.value_wei}
+    )
+    return w3.eth.wait_for_transaction_receipt(tx_hash)
+
+
+def list_dataset(registry: DatasetRegistry, price_wei: int, cid: str) -> int:
+    terms = ListingTerms(
+        owner=OWNER, cid=cid, content_hash=os.urandom(32), metadata_hash=os.urandom(32),
+        license="CC-BY-4.0", price_wei=price_wei, parent_id=0, deadline=int(time.time()) + 3600,
+    )  # fmt: skip
+    signature = Account.sign_typed_data(
+        OWNER_KEY, full_message=registry.listing_typed_data(terms)
+    ).signature
+    outcome = registry.relay_listing(intent=f"list:{cid}", terms=terms, signature=signature)
+    return outcome.event("DatasetListed").args["listingId"]
+
+
+def test_gasless_listing_is_recorded_for_the_signing_owner(contracts):
+    registry = DatasetRegistry.deployed()
+    terms = ListingTerms(
+        owner=OWNER, cid="bafy-test-listing", content_hash=b"\x11" * 32, metadata_hash=b"\x22" * 32,
+        license="MIT", price_wei=5 * 10**15, parent_id=0, deadline=int(time.time()) + 3600,
+    )  # fmt: skip
+    signature = Account.sign_typed_data(OWNER_KEY, full_message=registry.listing_typed_data(terms))
+
+    outcome = registry.relay_listing(intent="list:one", terms=terms, signature=signature.signature)
+
+    listed = outcome.event("DatasetListed")
+    assert outcome.succeeded
+    assert listed.args["owner"] == OWNER
+    assert listed.args["cid"] == "bafy-test-listing"
+    assert listed.args["contentHash"] == "0x" + "11" * 32
+    assert listed.args["license"] == "MIT"
+    listing = registry.listing(listed.args["listingId"])
+    assert (listing.owner, listing.price_wei, listing.delisted) == (OWNER, 5 * 10**15, False)
+    assert registry.nonce(OWNER) == 1
+
+
+def test_a_listing_signed_by_another_key_is_refused_with_a_reason(contracts):
+    registry = DatasetRegistry.deployed()
+    terms = ListingTerms(
+        owner=OWNER, cid="bafy-forged", content_hash=b"\x33" * 32, metadata_hash=b"\x44" * 32,
+        license="MIT", price_wei=1, parent_id=0, deadline=int(time.time()) + 3600,
+    )  # fmt: skip
+    forged = Account.sign_typed_data(
+        "0x" + "42" * 32, full_message=registry.listing_typed_data(terms)
+    ).signature
+    count_before = registry.listing_count()
+
+    with pytest.raises(ContractCustomError) as raised:
+        registry.relay_listing(intent="list:forged", terms=terms, signature=forged)
+
+    assert decode_revert(raised.value)[0] == "InvalidSignature"
+    error = revert_as_application_error(raised.value, {"InvalidSignature": "The signature is not the owner's."})
+    assert error.message == "The signature is not the owner's."
+    assert registry.listing_count() == count_before
+
+
+def test_fund_settle_withdraw_moves_exactly_the_escrowed_wei(contracts):
+    w3 = get_web3()
+    registry, escrow = DatasetRegistry.deployed(w3), TrainingEscrow.deployed(w3)
+    dataset_id = list_dataset(registry, 2 * 10**16, "bafy-settle")
+    job_id = os.urandom(32)
+
+    pay = escrow.fund_request(job_id, [dataset_id])
+    receipt = wallet_send(w3, BUYER, pay)
+
+    quote = escrow.quote([dataset_id])
+    assert pay.value_wei == quote.price_wei == 2 * 10**16 + escrow.fees().compute_fee_wei
+    funded = [e for e in decode_receipt(w3, receipt, deployed_addresses()) if e.name == "JobFunded"]
+    assert len(funded) == 1 and funded[0].args["datasetIds"] == [dataset_id]
+    job = JobTerms.from_event(funded[0])
+    assert (job.buyer, job.value_wei, job.fee_wei) == (BUYER, quote.price_wei, quote.fee_wei)
+    assert escrow.job_state(job_id) == JobState.FUNDED
+
+    payout = job.value_wei - job.fee_wei
+    settled = escrow.settle(
+        job=job, payees=[OWNER], amounts=[payout], model_cid="bafy-model", report_hash=b"\x55" * 32
+    )
+    again = escrow.settle(
+        job=job, payees=[OWNER], amounts=[payout], model_cid="bafy-model", report_hash=b"\x55" * 32
+    )
+
+    assert again.tx_hash == settled.tx_hash  # the same intent is never sent twice
+    assert settled.event("PayeeCredited").args == {"payee": OWNER, "jobId": "0x" + job_id.hex(), "amount": payout}
+    assert settled.event("JobSettled").args["modelCid"] == "bafy-model"
+    assert escrow.job_state(job_id) == JobState.SETTLED
+    assert escrow.balance_of(OWNER) >= payout
+
+    owed = escrow.balance_of(OWNER)
+    before = w3.eth.get_balance(OWNER)
+    receipt = wallet_send(w3, OWNER, escrow.withdraw_request())
+    gas_cost = receipt["gasUsed"] * receipt["effectiveGasPrice"]
+
+    assert w3.eth.get_balance(OWNER) == before + owed - gas_cost
+    assert escrow.balance_of(OWNER) == 0
+
+
+def test_operator_refund_credits_the_buyer_in_full(contracts):
+    w3 = get_web3()
+    registry, escrow = DatasetRegistry.deployed(w3), TrainingEscrow.deployed(w3)
+    dataset_id = list_dataset(registry, 10**16, "bafy-refund")
+    job_id = os.urandom(32)
+    receipt = wallet_send(w3, BUYER, escrow.fund_request(job_id, [dataset_id]))
+    job = JobTerms.from_event(decode_receipt(w3, receipt, deployed_addresses())[0])
+    owed_before = escrow.balance_of(BUYER)
+
+    outcome = escrow.refund(job=job)
+
+    assert outcome.event("JobRefunded").args["value"] == job.value_wei
+    assert escrow.balance_of(BUYER) == owed_before + job.value_wei
+    assert escrow.job_state(job_id) == JobState.REFUNDED
+
+
+def test_identity_attribute_set_from_the_users_wallet_is_decoded(contracts):
+    w3 = get_web3()
+    identity = IdentityRegistry.deployed(w3)
+
+    receipt = wallet_send(
+        w3, OWNER, identity.set_attribute_request(OWNER, b"did/svc/MarketplaceProfile", b"https://m.example/p", 86400)
+    )
+
+    events = decode_receipt(w3, receipt, deployed_addresses())
+    assert [e.name for e in events] == ["DIDAttributeChanged"]
+    assert events[0].args["identity"] == OWNER
+    assert bytes.fromhex(events[0].args["value"][2:]) == b"https://m.example/p"
+    assert identity.changed(OWNER) == receipt["blockNumber"]
+    assert identity.identity_owner(OWNER) == OWNER
