@@ -153,24 +153,22 @@ contract TrainingEscrow is AccessControl, ReentrancyGuardTransient {
         _checkFunded(job);
         uint256 count = payees.length;
         if (count != amounts.length) revert LengthMismatch();
-        uint256 expected = job.value - job.fee;
+        _jobs[job.id] = _SETTLED;
         uint256 total;
         for (uint256 i; i < count; ++i) {
-            if (payees[i] == address(0)) revert ZeroPayee();
-            total += amounts[i];
-        }
-        if (total != expected) revert AmountsMismatch(expected, total);
-
-        _jobs[job.id] = _SETTLED;
-        for (uint256 i; i < count; ++i) {
             address payee = payees[i];
+            if (payee == address(0)) revert ZeroPayee();
             uint256 amount = amounts[i];
-            // Cannot overflow: all credits together are bounded by the ETH this contract received.
+            total += amount;
+            // Cannot overflow: `total` is checked, and all credits are bounded by the ETH held.
             unchecked {
                 _balances[payee] += amount;
             }
             emit PayeeCredited(payee, job.id, amount);
         }
+        // Checked last, in the same pass as the credits: a mismatch reverts them all.
+        uint256 expected = job.value - job.fee;
+        if (total != expected) revert AmountsMismatch(expected, total);
         _feesHeld += job.fee;
         emit JobSettled(job.id, modelCid, reportHash, job.fee);
     }
