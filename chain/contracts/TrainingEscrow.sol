@@ -160,7 +160,7 @@ contract TrainingEscrow is AccessControl, ReentrancyGuardTransient {
             if (payee == address(0)) revert ZeroPayee();
             uint256 amount = amounts[i];
             total += amount;
-            // Cannot overflow: `total` is checked, and all credits are bounded by the ETH held.
+            // A wrap would need amount > 2**256 - balance, so total > expected: reverted below.
             unchecked {
                 _balances[payee] += amount;
             }

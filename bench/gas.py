@@ -1,0 +1,241 @@
+"""Gas used by the marketplace contracts' hot paths, next to the targets they are designed for.
+
+    .venv/bin/python bench/gas.py [--rpc-url http://127.0.0.1:8545] [--strict]
+
+Without --rpc-url it starts its own anvil (node_modules, 127.0.0.1, a free port) and stops it
+afterwards. Contracts are deployed from the committed artifacts in chain/contracts/build/.
+With --strict the exit code is 1 when a figure is over its target.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from eth_account import Account
+from eth_utils import keccak
+from web3 import Web3
+
+ROOT = Path(__file__).resolve().parent.parent
+BUILD_DIR = ROOT / "chain" / "contracts" / "build"
+ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
+# anvil's public dev mnemonic: the bench signs typed data with its keys, on a throwaway chain.
+DEV_MNEMONIC = "test test test test test test test test test test test junk"
+
+CID = "bafkreihdwdcefgh4dqkjv67uzcmw7ojee6xedzdetojuzjevtenxquvyku"  # a CIDv1, 59 chars
+MODEL_CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+LICENSE = "CC-BY-4.0"
+PRICE = 10**17
+COMPUTE_FEE = 10**16
+FEE_BPS = 500
+REFUND_DELAY = 3 * 24 * 3600
+
+LISTING_TYPES = {
+    "Listing": [
+        {"name": "owner", "type": "address"},
+        {"name": "cid", "type": "string"},
+        {"name": "contentHash", "type": "bytes32"},
+        {"name": "metadataHash", "type": "bytes32"},
+        {"name": "license", "type": "string"},
+        {"name": "price", "type": "uint256"},
+        {"name": "parentId", "type": "uint256"},
+        {"name": "nonce", "type": "uint256"},
+        {"name": "deadline", "type": "uint256"},
+    ]
+}
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def own_anvil() -> Iterator[str]:
+    port = free_port()
+    command = [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"]
+    command += ["--chain-id", "31337", "--mnemonic", DEV_MNEMONIC]
+    process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        w3 = Web3(Web3.HTTPProvider(url))
+        deadline = time.monotonic() + 30
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"anvil exited with code {process.returncode}")
+            try:
+                _ = w3.eth.chain_id
+                break
+            except Exception:  # noqa: BLE001 - not listening yet
+                if time.monotonic() > deadline:
+                    raise RuntimeError("anvil did not answer within 30 s") from None
+                time.sleep(0.1)
+        yield url
+    finally:
+        process.terminate()
+        try:
+            process.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            process.kill()
+
+
+class Bench:
+    def __init__(self, w3: Web3) -> None:
+        self.w3 = w3
+        self.accounts = w3.eth.accounts
+        self.admin, self.operator, self.buyer = self.accounts[0], self.accounts[1], self.accounts[2]
+        self.owners = self.accounts[3:8]
+        self.rows: list[tuple[str, int, int]] = []
+        Account.enable_unaudited_hdwallet_features()
+
+    def deploy(self, name: str, *args):
+        artifact = json.loads((BUILD_DIR / f"{name}.json").read_text())
+        factory = self.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
+        receipt = self.send(factory.constructor(*args), self.admin)
+        return self.w3.eth.contract(address=receipt["contractAddress"], abi=artifact["abi"])
+
+    def send(self, call, sender: str, value: int = 0):
+        tx_hash = call.transact({"from": sender, "value": value})
+        receipt = self.w3.eth.wait_for_transaction_receipt(tx_hash)
+        if receipt["status"] != 1:
+            raise RuntimeError(f"transaction {tx_hash.hex()} failed")
+        return receipt
+
+    def measure(self, label: str, target: int, call, sender: str, value: int = 0):
+        receipt = self.send(call, sender, value)
+        self.rows.append((label, receipt["gasUsed"], target))
+        return receipt
+
+    def run(self) -> None:
+        registry = self.deploy("DatasetRegistry")
+        escrow = self.deploy(
+            "TrainingEscrow", registry.address, self.admin, self.operator, COMPUTE_FEE, FEE_BPS,
+            REFUND_DELAY,
+        )  # fmt: skip
+        content, metadata = keccak(text="content"), keccak(text="metadata")
+
+        def listing(price: int = PRICE, parent: int = 0):
+            return registry.functions.list(CID, content, metadata, LICENSE, price, parent)
+
+        self.measure("list, very first listing of the registry", 90_000, listing(), self.owners[0])
+        self.measure("list by the owner", 90_000, listing(), self.owners[1])
+
+        chain_id = self.w3.eth.chain_id
+        fresh = Account.from_key(keccak(text="gas bench relayed owner"))
+        deadline = self.w3.eth.get_block("latest")["timestamp"] + 3600
+        for label in ("listFor, first listing of a fresh owner", "listFor, later listing"):
+            message = {
+                "owner": fresh.address, "cid": CID, "contentHash": content,
+                "metadataHash": metadata, "license": LICENSE, "price": PRICE, "parentId": 0,
+                "nonce": registry.functions.nonces(fresh.address).call(), "deadline": deadline,
+            }  # fmt: skip
+            signature = Account.sign_typed_data(
+                fresh.key,
+                domain_data={
+                    "name": "DatasetRegistry",
+                    "version": "1",
+                    "chainId": chain_id,
+                    "verifyingContract": registry.address,
+                },  # fmt: skip
+                message_types=LISTING_TYPES,
+                message_data=message,
+            ).signature
+            call = registry.functions.listFor(
+                fresh.address, CID, content, metadata, LICENSE, PRICE, 0, deadline, signature
+            )
+            self.measure(label, 90_000, call, self.owners[4])
+
+        for owner in self.owners:
+            self.send(listing(), owner)
+        count = registry.functions.listingCount().call()
+        ids = list(range(count - 4, count + 1))
+
+        jobs = {}
+
+        def fund(label: str | None, job_label: str, dataset_ids: list[int]):
+            job_id = keccak(text=job_label)
+            price, _ = escrow.functions.quote(dataset_ids).call()
+            call = escrow.functions.fund(job_id, dataset_ids)
+            if label is None:
+                receipt = self.send(call, self.buyer, price)
+            else:
+                target = 70_000 + 5_000 * (len(dataset_ids) - 1)
+                receipt = self.measure(label, target, call, self.buyer, price)
+            event = escrow.events.JobFunded().process_receipt(receipt)[0]["args"]
+            jobs[job_label] = (job_id, event.buyer, event.value, event.fee, event.refundAfter)
+
+        fund("fund, 1 dataset", "job 1", ids[:1])
+        fund("fund, 5 datasets", "job 5", ids)
+        fund(None, "job warm-up", ids[:1])
+        fund(None, "job 20", ids)
+        fund(None, "job withdraw", ids[:2])
+        fund(None, "job credited", ids[:2])
+
+        def settle(label: str, job_label: str, payees: list[str]):
+            job = jobs[job_label]
+            to_payees = job[2] - job[3]
+            amounts = [to_payees // len(payees)] * len(payees)
+            amounts[0] += to_payees - sum(amounts)
+            call = escrow.functions.settle(job, payees, amounts, MODEL_CID, keccak(text="report"))
+            self.measure(label, 60_000 + 25_000 * len(payees), call, self.operator)
+
+        def fresh_payees(tag: str, n: int) -> list[str]:
+            return [
+                Account.from_key(keccak(text=f"gas bench payee {tag} {i}")).address
+                for i in range(n)
+            ]
+
+        settle(
+            "settle, first ever (fees held 0 -> x), 1 payee", "job warm-up", fresh_payees("w", 1)
+        )
+        settle("settle, 1 fresh payee", "job 1", fresh_payees("a", 1))
+        settle("settle, 5 fresh payees", "job 5", fresh_payees("b", 5))
+        settle("settle, 20 fresh payees", "job 20", fresh_payees("c", 20))
+        settle("settle, 1 payee (balance 0 -> x)", "job withdraw", [self.owners[0]])
+        settle("settle, 1 payee already credited", "job credited", [self.owners[0]])
+
+        self.measure("withdraw", 40_000, escrow.functions.withdraw(), self.owners[0])
+
+    def print_table(self) -> bool:
+        width = max(len(label) for label, _, _ in self.rows)
+        print(f"{'operation':<{width}}  {'gas used':>9}  {'target':>9}  status")
+        print(f"{'-' * width}  {'-' * 9}  {'-' * 9}  ------")
+        all_ok = True
+        for label, used, target in self.rows:
+            ok = used <= target
+            all_ok &= ok
+            print(f"{label:<{width}}  {used:>9,}  {target:>9,}  {'OK' if ok else 'OVER'}")
+        return all_ok
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rpc-url", help="a dev chain with unlocked accounts (default: own anvil)")
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a figure is OVER")
+    args = parser.parse_args()
+
+    def bench(url: str) -> bool:
+        w3 = Web3(Web3.HTTPProvider(url))
+        runner = Bench(w3)
+        runner.run()
+        print(f"chain {w3.eth.chain_id}, {w3.client_version}")
+        return runner.print_table()
+
+    if args.rpc_url:
+        ok = bench(args.rpc_url)
+    else:
+        with own_anvil() as url:
+            ok = bench(url)
+    return 0 if ok or not args.strict else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
