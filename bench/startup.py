@@ -52,8 +52,10 @@ def main() -> None:
     stopping = time.monotonic()
     os.killpg(process.pid, signal.SIGINT)
     process.wait(timeout=60)
-    print(f"{'cold (fresh clone)' if args.clone else 'warm restart'}: /healthz green after {green:.1f} s")
-    print(f"stopped by one Ctrl-C in {time.monotonic() - stopping:.1f} s (exit code {process.returncode})")
+    label = "cold (fresh clone)" if args.clone else "warm restart"
+    print(f"{label}: /healthz green after {green:.1f} s")
+    stop = time.monotonic() - stopping
+    print(f"stopped by one Ctrl-C in {stop:.1f} s (exit code {process.returncode})")
 
 
 if __name__ == "__main__":

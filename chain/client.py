@@ -47,7 +47,9 @@ def get_web3(*, timeout: float = 10.0) -> Web3:
     try:
         chain_id = w3.eth.chain_id
     except Exception as exc:  # requests' connection errors, timeouts, bad JSON
-        raise ChainUnavailable(f"the chain node at {settings.CHAIN_RPC_URL} does not answer") from exc
+        raise ChainUnavailable(
+            f"the chain node at {settings.CHAIN_RPC_URL} does not answer"
+        ) from exc
     if chain_id != settings.CHAIN_ID:
         raise ChainMisconfigured(
             f"the node at {settings.CHAIN_RPC_URL} serves chain {chain_id}, "

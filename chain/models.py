@@ -15,7 +15,9 @@ class Deployment(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["chain_id", "contract"], name="one_deployment_per_chain")
+            models.UniqueConstraint(
+                fields=["chain_id", "contract"], name="one_deployment_per_chain"
+            )
         ]
         ordering = ["chain_id", "contract"]
 
@@ -34,6 +36,9 @@ class SenderAccount(models.Model):
         constraints = [
             models.UniqueConstraint(fields=["chain_id", "address"], name="one_sender_per_chain")
         ]
+
+    def __str__(self) -> str:
+        return f"{self.address} on chain {self.chain_id}: next nonce {self.next_nonce}"
 
 
 class ChainTransaction(models.Model):
@@ -63,7 +68,9 @@ class ChainTransaction(models.Model):
 
     class Meta:
         constraints = [
-            models.UniqueConstraint(fields=["chain_id", "intent"], name="one_transaction_per_intent"),
+            models.UniqueConstraint(
+                fields=["chain_id", "intent"], name="one_transaction_per_intent"
+            ),
             models.UniqueConstraint(
                 fields=["chain_id", "sender", "nonce"], name="one_transaction_per_nonce"
             ),
@@ -72,3 +79,14 @@ class ChainTransaction(models.Model):
 
     def __str__(self) -> str:
         return f"{self.intent} {self.tx_hash} ({self.status})"
+
+
+class IndexerCursor(models.Model):
+    """The last block whose logs the indexer has processed, per chain."""
+
+    chain_id = models.PositiveBigIntegerField(unique=True)
+    last_block = models.BigIntegerField(default=-1)
+    updated = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"chain {self.chain_id} indexed to block {self.last_block}"

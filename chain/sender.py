@@ -54,7 +54,9 @@ class TransactionSender:
                 call["to"] = to
             gas = gas or int(self.w3.eth.estimate_gas(call) * 1.2) + 10_000
             try:
-                record = self._sign_and_record(intent=intent, to=to, data=data, value=value, gas=gas)
+                record = self._sign_and_record(
+                    intent=intent, to=to, data=data, value=value, gas=gas
+                )
             except IntegrityError:
                 # Another process recorded this intent first: follow its transaction.
                 record = ChainTransaction.objects.get(chain_id=self.chain_id, intent=intent)
@@ -117,7 +119,9 @@ class TransactionSender:
             record.tx_hash, timeout=RECEIPT_TIMEOUT_SECONDS, poll_latency=0.1
         )
         status = (
-            ChainTransaction.Status.MINED if receipt["status"] == 1 else ChainTransaction.Status.REVERTED
+            ChainTransaction.Status.MINED
+            if receipt["status"] == 1
+            else ChainTransaction.Status.REVERTED
         )
         ChainTransaction.objects.filter(pk=record.pk).update(
             status=status,

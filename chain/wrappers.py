@@ -88,9 +88,15 @@ class IdentityRegistry(_Wrapper):
         """Block of the identity's latest change (0: never changed): where the event walk starts."""
         return self.contract.functions.changed(Web3.to_checksum_address(identity)).call()
 
-    def set_attribute_request(self, identity: str, name: bytes, value: bytes, validity: int) -> TxRequest:
+    def set_attribute_request(
+        self, identity: str, name: bytes, value: bytes, validity: int
+    ) -> TxRequest:
         return self.request(
-            "setAttribute", Web3.to_checksum_address(identity), name.ljust(32, b"\0"), value, validity
+            "setAttribute",
+            Web3.to_checksum_address(identity),
+            name.ljust(32, b"\0"),
+            value,
+            validity,
         )
 
 
@@ -207,7 +213,13 @@ class JobTerms:
     refund_after: int
 
     def as_tuple(self) -> tuple:
-        return (self.job_id, Web3.to_checksum_address(self.buyer), self.value_wei, self.fee_wei, self.refund_after)
+        return (
+            self.job_id,
+            Web3.to_checksum_address(self.buyer),
+            self.value_wei,
+            self.fee_wei,
+            self.refund_after,
+        )
 
     @classmethod
     def from_event(cls, event: ChainEvent) -> JobTerms:
@@ -257,7 +269,13 @@ class TrainingEscrow(_Wrapper):
         return self.request("withdraw")
 
     def settle(
-        self, *, job: JobTerms, payees: list[str], amounts: list[int], model_cid: str, report_hash: bytes
+        self,
+        *,
+        job: JobTerms,
+        payees: list[str],
+        amounts: list[int],
+        model_cid: str,
+        report_hash: bytes,
     ) -> Outcome:
         return self._send(
             f"settle:{job.job_id.hex()}", "settle", job.as_tuple(),

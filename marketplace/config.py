@@ -57,7 +57,7 @@ def env_url(name: str, default: str | None, *, schemes: tuple[str, ...]) -> str:
             f"{name}={value!r} is malformed: expected a URL like {schemes[0]}://host:port"
         )
     try:
-        parsed.port
+        _ = parsed.port
     except ValueError:
         raise SettingError(f"{name}={value!r} is malformed: the port is not a number") from None
     return value
@@ -81,7 +81,9 @@ def _decode_master_key(name: str, value: str) -> bytes:
     except ValueError:
         key = b""
     if len(key) != 32:
-        raise SettingError(f"{name} is malformed: expected 32 random bytes in base64 (44 characters)")
+        raise SettingError(
+            f"{name} is malformed: expected 32 random bytes in base64 (44 characters)"
+        )
     return key
 
 

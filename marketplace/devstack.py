@@ -221,7 +221,9 @@ def ensure_redis(url: str) -> None:
         return
     parsed = urlparse(url)
     if parsed.hostname not in {"127.0.0.1", "localhost", "::1"}:
-        sys.exit(f"Redis does not answer at {url} (CELERY_BROKER_URL), and it is not on this machine")
+        sys.exit(
+            f"Redis does not answer at {url} (CELERY_BROKER_URL), and it is not on this machine"
+        )
     if which("redis-server") is None:
         print("redis-server is not installed; installing it with apt-get")
         sudo = [] if os.geteuid() == 0 else ["sudo"]

@@ -61,7 +61,11 @@ def _probe_chain() -> PartHealth:
     return PartHealth(
         "chain",
         True,
-        {"chain_id": settings.CHAIN_ID, "latest_block": w3.eth.block_number, "rpc_url": settings.CHAIN_RPC_URL},
+        {
+            "chain_id": settings.CHAIN_ID,
+            "latest_block": w3.eth.block_number,
+            "rpc_url": settings.CHAIN_RPC_URL,
+        },
     )
 
 
@@ -70,7 +74,9 @@ def _probe_ipfs() -> PartHealth:
 
     with ipfs_client(timeout=settings.HEALTH_TIMEOUT_SECONDS) as client:
         version = client.version()
-    return PartHealth("ipfs", True, {"version": version["Version"], "api_url": settings.IPFS_API_URL})
+    return PartHealth(
+        "ipfs", True, {"version": version["Version"], "api_url": settings.IPFS_API_URL}
+    )
 
 
 def _probe_contracts(deployments: dict[str, str]) -> PartHealth:
@@ -85,7 +91,9 @@ def _probe_contracts(deployments: dict[str, str]) -> PartHealth:
             f"not deployed on chain {settings.CHAIN_ID}: {', '.join(missing)}",
         )  # fmt: skip
     w3 = get_web3(timeout=settings.HEALTH_TIMEOUT_SECONDS)
-    codeless = [n for n, a in deployments.items() if w3.eth.get_code(Web3.to_checksum_address(a)) == b""]
+    codeless = [
+        n for n, a in deployments.items() if w3.eth.get_code(Web3.to_checksum_address(a)) == b""
+    ]
     if codeless:
         return PartHealth(
             "contracts", False, {"addresses": deployments},

@@ -42,6 +42,7 @@ INSTALLED_APPS = [
     "whitenoise.runserver_nostatic",
     "django.contrib.staticfiles",
     "rest_framework",
+    "rest_framework.authtoken",
     "django_filters",
     "drf_spectacular",
     "marketplace",
@@ -101,6 +102,8 @@ else:
         }
     }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+AUTH_USER_MODEL = "marketplace.User"
+LOGIN_URL = "signin"
 
 AUTH_PASSWORD_VALIDATORS = []
 LANGUAGE_CODE = "en-us"
@@ -132,6 +135,12 @@ if not DEBUG:
     CSRF_TRUSTED_ORIGINS = [f"https://{host}" for host in ALLOWED_HOSTS if host != "*"]
 
 REST_FRAMEWORK = {
+    # Token first, so that a request without credentials gets 401 with a WWW-Authenticate header.
+    "DEFAULT_AUTHENTICATION_CLASSES": [
+        "rest_framework.authentication.TokenAuthentication",
+        "rest_framework.authentication.SessionAuthentication",
+    ],
+    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "DEFAULT_FILTER_BACKENDS": ["django_filters.rest_framework.DjangoFilterBackend"],
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
@@ -155,7 +164,7 @@ CELERY_TASK_TIME_LIMIT = env_int("CELERY_TASK_TIME_LIMIT", 660, minimum=1)
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_BROKER_CONNECTION_RETRY_ON_STARTUP = True
 CELERY_BROKER_TRANSPORT_OPTIONS = {"socket_connect_timeout": 2, "socket_timeout": 5}
-CELERY_BEAT_SCHEDULE: dict = {}
+CELERY_BEAT_SCHEDULE: dict = {}  # filled in below, once the chain settings are known
 
 # The chain.
 CHAIN_RPC_URL = env_url("CHAIN_RPC_URL", "http://127.0.0.1:8545", schemes=("http", "https"))
@@ -171,11 +180,31 @@ ESCROW_COMPUTE_FEE_WEI = env_int("ESCROW_COMPUTE_FEE_WEI", 10**15, minimum=0)
 ESCROW_FEE_BPS = env_int("ESCROW_FEE_BPS", 500, minimum=0)
 ESCROW_REFUND_DELAY_SECONDS = env_int("ESCROW_REFUND_DELAY_SECONDS", 86400, minimum=60)
 
+# The RPC URL the browser's dev wallet talks to (only used on the dev chain).
+# Empty: the same as CHAIN_RPC_URL.
+CHAIN_PUBLIC_RPC_URL = env_str("CHAIN_PUBLIC_RPC_URL", "")
+# Blocks the indexer stays behind the head, so a reorganisation never reaches our records.
+CHAIN_CONFIRMATIONS = env_int(
+    "CHAIN_CONFIRMATIONS", 0 if CHAIN_ID == DEV_CHAIN_ID else 3, minimum=0
+)
+CHAIN_INDEX_INTERVAL_SECONDS = env_int("CHAIN_INDEX_INTERVAL_SECONDS", 3, minimum=1)
+CHAIN_INDEX_MAX_BLOCKS = 2000
+# Sign-In with Ethereum: how long a nonce (and a signed message) stays valid.
+SIWE_NONCE_TTL_SECONDS = 600
+
 # The IPFS node (any node speaking the standard /api/v0 RPC API).
 IPFS_API_URL = env_url("IPFS_API_URL", "http://127.0.0.1:5001", schemes=("http", "https"))
 
+CELERY_BEAT_SCHEDULE["chain-index"] = {
+    "task": "chain.index",
+    "schedule": float(CHAIN_INDEX_INTERVAL_SECONDS),
+    "options": {"expires": float(CHAIN_INDEX_INTERVAL_SECONDS)},
+}
+
 # Envelope encryption: per-dataset data keys are wrapped by this master key.
-MASTER_KEY = master_key("MARKETPLACE_MASTER_KEY", dev_key_file=DATA_DIR / "master.key" if DEBUG else None)
+MASTER_KEY = master_key(
+    "MARKETPLACE_MASTER_KEY", dev_key_file=DATA_DIR / "master.key" if DEBUG else None
+)
 
 # How long a health probe waits for each part before calling it down.
 HEALTH_TIMEOUT_SECONDS = 2.0

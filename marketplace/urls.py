@@ -2,14 +2,30 @@ from django.contrib import admin
 from django.urls import path
 from drf_spectacular.views import SpectacularAPIView
 
-from marketplace import views
+from marketplace import api, views
+
+api_urls = [
+    path("api/auth/nonce", api.NonceApi.as_view(), name="api-auth-nonce"),
+    path("api/auth/login", api.LoginApi.as_view(), name="api-auth-login"),
+    path("api/auth/logout", api.LogoutApi.as_view(), name="api-auth-logout"),
+    path("api/me", api.MeApi.as_view(), name="api-me"),
+    path(
+        "api/me/did-attributes", api.DidAttributeRequestApi.as_view(), name="api-me-did-attributes"
+    ),
+    path("api/dids/<str:did>", api.DidDocumentApi.as_view(), name="api-did-document"),
+    path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
+]
 
 urlpatterns = [
     path("", views.home, name="home"),
     path("healthz", views.healthz, name="healthz"),
     path("status", views.status_page, name="status"),
-    path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
+    path("signin/", views.signin, name="signin"),
+    path("signout/", views.signout, name="signout"),
+    path("profile/", views.profile, name="profile"),
+    path("profiles/<str:address>/", views.public_profile, name="public-profile"),
     path("admin/", admin.site.urls),
+    *api_urls,
     # The sections below open as their features land; until then they say so plainly.
     path(
         "datasets/",
@@ -28,11 +44,5 @@ urlpatterns = [
         views.not_open_yet,
         {"title": "Earnings", "what": "Earnings and withdrawals"},
         name="earnings",
-    ),
-    path(
-        "signin/",
-        views.not_open_yet,
-        {"title": "Sign in", "what": "Sign-in with your Ethereum wallet"},
-        name="signin",
     ),
 ]

@@ -1,7 +1,13 @@
-from django.http import JsonResponse
-from django.shortcuts import render
+from django.contrib.auth import logout
+from django.contrib.auth.decorators import login_required
+from django.http import Http404, JsonResponse
+from django.shortcuts import redirect, render
+from django.urls import reverse
+from django.views.decorators.http import require_POST
 
+from marketplace import selectors
 from marketplace.health import system_health
+from marketplace.models import User
 
 
 def home(request):
@@ -28,7 +34,12 @@ def _figure_rows(figures: dict) -> list[tuple[str, str]]:
 def status_page(request):
     health = system_health()
     parts = [
-        {"name": name, "ok": part["ok"], "error": part["error"], "rows": _figure_rows(part["figures"])}
+        {
+            "name": name,
+            "ok": part["ok"],
+            "error": part["error"],
+            "rows": _figure_rows(part["figures"]),
+        }
         for name, part in health["parts"].items()
     ]
     return render(
@@ -41,3 +52,40 @@ def status_page(request):
 
 def not_open_yet(request, *, title: str, what: str):
     return render(request, "marketplace/not_open_yet.html", {"title": title, "what": what})
+
+
+def signin(request):
+    if request.user.is_authenticated and request.user.address:
+        return redirect(request.GET.get("next") or "profile")
+    return render(request, "marketplace/signin.html", {"next": request.GET.get("next", "")})
+
+
+@require_POST
+def signout(request):
+    logout(request)
+    return redirect("home")
+
+
+@login_required
+def profile(request):
+    user = request.user
+    did = selectors.identity_did(user)
+    public_url = (
+        request.build_absolute_uri(reverse("public-profile", args=[user.address])) if did else ""
+    )
+    return render(
+        request,
+        "marketplace/profile.html",
+        {"profile": selectors.identity_profile(user), "did": did, "public_url": public_url},
+    )
+
+
+def public_profile(request, address: str):
+    user = User.objects.filter(address__iexact=address).first()
+    if user is None:
+        raise Http404("No marketplace identity has this address.")
+    return render(
+        request,
+        "marketplace/public_profile.html",
+        {"profile": selectors.identity_profile(user), "did": selectors.identity_did(user)},
+    )

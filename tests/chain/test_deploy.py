@@ -34,7 +34,9 @@ def test_deploy_then_rerun_does_nothing(anvil, capsys):
     assert ChainTransaction.objects.count() == 3
     escrow = w3.eth.contract(
         address=records["TrainingEscrow"].address,
-        abi=__import__("chain.client", fromlist=["load_artifact"]).load_artifact("TrainingEscrow")["abi"],
+        abi=__import__("chain.client", fromlist=["load_artifact"]).load_artifact("TrainingEscrow")[
+            "abi"
+        ],
     )
     operator_role = Web3.keccak(text="OPERATOR_ROLE")
     operator = ChainTransaction.objects.first().sender

@@ -40,7 +40,9 @@ def test_a_signed_but_unsent_transaction_is_broadcast_on_retry(anvil):
     sender = operator_sender(w3)
     before = balance(w3, RECIPIENT)
     # Simulate a crash between recording and broadcasting.
-    record = sender._sign_and_record(intent="test:crash", to=RECIPIENT, data="0x", value=7, gas=21000)
+    record = sender._sign_and_record(
+        intent="test:crash", to=RECIPIENT, data="0x", value=7, gas=21000
+    )
     assert balance(w3, RECIPIENT) == before
 
     result = sender.send(intent="test:crash", to=RECIPIENT, data="0x", value=7)

@@ -84,7 +84,9 @@ def test_a_listing_signed_by_another_key_is_refused_with_a_reason(contracts):
         registry.relay_listing(intent="list:forged", terms=terms, signature=forged)
 
     assert decode_revert(raised.value)[0] == "InvalidSignature"
-    error = revert_as_application_error(raised.value, {"InvalidSignature": "The signature is not the owner's."})
+    error = revert_as_application_error(
+        raised.value, {"InvalidSignature": "The signature is not the owner's."}
+    )
     assert error.message == "The signature is not the owner's."
     assert registry.listing_count() == count_before
 
@@ -115,7 +117,11 @@ def test_fund_settle_withdraw_moves_exactly_the_escrowed_wei(contracts):
     )
 
     assert again.tx_hash == settled.tx_hash  # the same intent is never sent twice
-    assert settled.event("PayeeCredited").args == {"payee": OWNER, "jobId": "0x" + job_id.hex(), "amount": payout}
+    assert settled.event("PayeeCredited").args == {
+        "payee": OWNER,
+        "jobId": "0x" + job_id.hex(),
+        "amount": payout,
+    }
     assert settled.event("JobSettled").args["modelCid"] == "bafy-model"
     assert escrow.job_state(job_id) == JobState.SETTLED
     assert escrow.balance_of(OWNER) >= payout
@@ -150,7 +156,11 @@ def test_identity_attribute_set_from_the_users_wallet_is_decoded(contracts):
     identity = IdentityRegistry.deployed(w3)
 
     receipt = wallet_send(
-        w3, OWNER, identity.set_attribute_request(OWNER, b"did/svc/MarketplaceProfile", b"https://m.example/p", 86400)
+        w3,
+        OWNER,
+        identity.set_attribute_request(
+            OWNER, b"did/svc/MarketplaceProfile", b"https://m.example/p", 86400
+        ),
     )
 
     events = decode_receipt(w3, receipt, deployed_addresses())

@@ -7,7 +7,9 @@ pytestmark = pytest.mark.e2e
 def test_home_page_and_status_page(page, live_server, celery_worker, ipfs_node, contracts):
     page.goto(live_server.url + "/")
 
-    expect(page.get_by_role("heading", level=1)).to_contain_text("Train models on data you can trust")
+    expect(page.get_by_role("heading", level=1)).to_contain_text(
+        "Train models on data you can trust"
+    )
     nav = page.get_by_role("navigation", name="Main")
     for label in ("Datasets", "Commission a model", "Earnings", "Sign in"):
         expect(nav.get_by_role("link", name=label)).to_be_visible()

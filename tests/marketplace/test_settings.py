@@ -21,7 +21,12 @@ PRODUCTION_ENV = {
 
 
 def run(args: list[str], env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
-    ignored = {*PRODUCTION_ENV, "DATABASE_URL", "DJANGO_SETTINGS_MODULE", "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    ignored = {
+        *PRODUCTION_ENV,
+        "DATABASE_URL",
+        "DJANGO_SETTINGS_MODULE",
+        "DJANGO_ALLOW_ASYNC_UNSAFE",
+    }
     clean = {k: v for k, v in os.environ.items() if k not in ignored}
     return subprocess.run(
         args,

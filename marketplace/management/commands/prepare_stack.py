@@ -25,7 +25,15 @@ class Command(BaseCommand):
         self.stdout.write(f"{label} answers")
 
     def handle(self, *args, timeout: float, **options):
-        self._wait(f"chain at {settings.CHAIN_RPC_URL}", lambda: devstack.anvil_answers(settings.CHAIN_RPC_URL), timeout)
-        self._wait(f"IPFS node at {settings.IPFS_API_URL}", lambda: devstack.ipfs_answers(settings.IPFS_API_URL), timeout)
+        self._wait(
+            f"chain at {settings.CHAIN_RPC_URL}",
+            lambda: devstack.anvil_answers(settings.CHAIN_RPC_URL),
+            timeout,
+        )
+        self._wait(
+            f"IPFS node at {settings.IPFS_API_URL}",
+            lambda: devstack.ipfs_answers(settings.IPFS_API_URL),
+            timeout,
+        )
         call_command("migrate", interactive=False, verbosity=1)
         call_command("deploy_contracts")

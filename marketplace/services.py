@@ -1,0 +1,232 @@
+"""Identity writes: Sign-In with Ethereum, DID events, profile attributes."""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+from datetime import UTC, datetime, timedelta
+from urllib.parse import urlparse
+
+from django.conf import settings
+from django.db import IntegrityError, transaction
+from django.db.models import Max
+from django.utils import timezone
+from eth_account import Account
+from eth_account.messages import encode_defunct
+from rest_framework import status
+from rest_framework.authtoken.models import Token
+from siwe import SiweMessage
+from web3 import Web3
+
+from chain.events import ChainEvent
+from chain.wrappers import IdentityRegistry, TxRequest
+from marketplace.did import ENCRYPTION_KEY_ATTRIBUTE, SERVICE_ATTRIBUTE
+from marketplace.errors import ApplicationError
+from marketplace.models import DidEvent, LoginNonce, User
+
+SIGNATURE_PATTERN = re.compile(r"^0x[0-9a-fA-F]{130}$")
+CLOCK_SKEW = timedelta(minutes=1)
+# How long published DID attributes stay valid (the registry needs a validity).
+ATTRIBUTE_VALIDITY_SECONDS = 10 * 365 * 24 * 3600
+
+
+def login_nonce_issue() -> str:
+    """A fresh single-use nonce (alphanumeric, as EIP-4361 requires)."""
+    value = secrets.token_hex(16)
+    LoginNonce.objects.create(value=value)
+    expired = timezone.now() - timedelta(seconds=settings.SIWE_NONCE_TTL_SECONDS)
+    LoginNonce.objects.filter(created__lt=expired - timedelta(days=1)).delete()
+    return value
+
+
+def _refuse(message: str, code: str, http_status: int = status.HTTP_400_BAD_REQUEST):
+    return ApplicationError(message, {"code": code}, status_code=http_status)
+
+
+def _parse_time(value) -> datetime | None:
+    if value is None:
+        return None
+    return datetime.fromisoformat(str(value).replace("Z", "+00:00")).astimezone(UTC)
+
+
+@transaction.atomic
+def identity_sign_in(*, message: str, signature: str, domain: str, origin: str) -> User:
+    """Verify an EIP-4361 message signed by a wallet and return (creating on first sign-in) its
+    user. `domain` is the host the request came to, `origin` its scheme://host."""
+    if not isinstance(message, str) or not message.strip():
+        raise _refuse("The sign-in message is missing.", "message_missing")
+    try:
+        siwe = SiweMessage.from_message(message=message)
+    except Exception:  # the parser raises several error types for malformed text
+        raise _refuse(
+            "The sign-in message is not a valid Sign-In with Ethereum (EIP-4361) message.",
+            "message_malformed",
+        ) from None
+    if siwe.domain != domain:
+        raise _refuse(
+            f"This message is for {siwe.domain}, not for {domain}: sign in from this site.",
+            "wrong_domain",
+        )
+    if not str(siwe.uri).startswith(origin):
+        raise _refuse(f"The message's URI {siwe.uri} is not on {origin}.", "wrong_uri")
+    if siwe.chain_id != settings.CHAIN_ID:
+        raise _refuse(
+            f"The message was signed for chain {siwe.chain_id}; this marketplace runs on chain "
+            f"{settings.CHAIN_ID}. Switch your wallet's network and sign again.",
+            "wrong_chain",
+        )
+
+    now = timezone.now()
+    nonce = LoginNonce.objects.select_for_update().filter(value=siwe.nonce).first()
+    if nonce is None:
+        raise _refuse("Unknown nonce: ask for a new one and sign again.", "unknown_nonce")
+    if nonce.used_at is not None:
+        raise _refuse("This sign-in message was already used: sign a new one.", "nonce_used")
+    ttl = timedelta(seconds=settings.SIWE_NONCE_TTL_SECONDS)
+    if nonce.created + ttl < now:
+        raise _refuse("The nonce has expired (10 minutes): sign a new message.", "nonce_expired")
+
+    issued_at = _parse_time(siwe.issued_at)
+    if issued_at > now + CLOCK_SKEW:
+        raise _refuse("The message's issued-at time is in the future.", "issued_in_future")
+    if issued_at + ttl < now:
+        raise _refuse("The message was issued too long ago: sign a new one.", "message_expired")
+    expiration = _parse_time(siwe.expiration_time)
+    if expiration is not None and expiration <= now:
+        raise _refuse("The sign-in message has expired: sign a new one.", "message_expired")
+    not_before = _parse_time(siwe.not_before)
+    if not_before is not None and not_before > now + CLOCK_SKEW:
+        raise _refuse("The sign-in message is not valid yet.", "not_yet_valid")
+
+    if not isinstance(signature, str) or not SIGNATURE_PATTERN.match(signature):
+        raise _refuse(
+            "The signature is malformed: expected 0x and 130 hex digits.", "signature_malformed"
+        )
+    try:
+        # Recover from the exact text the wallet signed (EIP-191 personal_sign).
+        signer = Account.recover_message(encode_defunct(text=message), signature=signature)
+    except Exception:
+        raise _refuse(
+            "The signature is malformed: it recovers no key.", "signature_malformed"
+        ) from None
+    if signer != siwe.address:
+        raise _refuse(
+            f"The signature was not made by {siwe.address}.",
+            "wrong_signer",
+            status.HTTP_401_UNAUTHORIZED,
+        )
+
+    LoginNonce.objects.filter(pk=nonce.pk, used_at__isnull=True).update(used_at=now)
+    address = Web3.to_checksum_address(siwe.address)
+    user = User.objects.filter(address=address).first()
+    if user is None:
+        user = User(username=address, address=address)
+        user.set_unusable_password()
+        user.full_clean()
+        user.save()
+    return user
+
+
+def api_token_for(user: User) -> str:
+    token, _ = Token.objects.get_or_create(user=user)
+    return token.key
+
+
+def api_token_revoke(user: User) -> None:
+    Token.objects.filter(user=user).delete()
+
+
+def profile_update(*, user: User, display_name: str) -> User:
+    user.display_name = display_name.strip()
+    user.full_clean()
+    user.save(update_fields=["display_name"])
+    return user
+
+
+# --- DID attributes published from the profile page --------------------------------------------
+
+
+def did_attribute_request(*, user: User, kind: str, value: str) -> TxRequest:
+    """The `setAttribute` transaction the user sends from their own wallet."""
+    if kind == "service":
+        endpoint = (value or "").strip()
+        parsed = urlparse(endpoint)
+        if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+            raise _refuse("The service endpoint must be an http(s) URL.", "bad_endpoint")
+        if len(endpoint) > 500:
+            raise _refuse("The service endpoint is longer than 500 characters.", "bad_endpoint")
+        name, raw = SERVICE_ATTRIBUTE, endpoint.encode()
+    elif kind == "encryption_key":
+        try:
+            raw = base64.b64decode((value or "").strip(), validate=True)
+        except ValueError:
+            raw = b""
+        if len(raw) != 32:
+            raise _refuse(
+                "The encryption key must be an X25519 public key: 32 bytes in base64.", "bad_key"
+            )
+        name = ENCRYPTION_KEY_ATTRIBUTE
+    else:
+        raise _refuse("Unknown attribute: choose service or encryption_key.", "bad_kind")
+    registry = IdentityRegistry.deployed()
+    return registry.set_attribute_request(
+        user.address, name.encode(), raw, ATTRIBUTE_VALIDITY_SECONDS
+    )
+
+
+# --- DID events (from the indexer and from the resolver's event walk) ---------------------------
+
+
+def did_event_record(w3: Web3, event: ChainEvent, block_timestamp: int | None = None) -> None:
+    """Store one ERC-1056 event; a log seen twice is stored once."""
+    if block_timestamp is None:
+        block_timestamp = w3.eth.get_block(event.block_number)["timestamp"]
+    try:
+        with transaction.atomic():
+            DidEvent.objects.get_or_create(
+                tx_hash=event.tx_hash,
+                log_index=event.log_index,
+                defaults={
+                    "identity": Web3.to_checksum_address(event.args["identity"]),
+                    "kind": event.name,
+                    "args": event.args,
+                    "block_number": event.block_number,
+                    "block_timestamp": block_timestamp,
+                },
+            )
+    except IntegrityError:
+        pass  # stored meanwhile by another process
+
+
+def did_refresh(*, registry: IdentityRegistry, identity: str) -> None:
+    """Bring the stored events of `identity` up to the chain by the did:ethr event walk: start at
+    the registry's `changed(identity)` block and follow `previousChange` back to the newest block
+    we already hold. Nothing is walked when nothing changed."""
+    from chain.client import deployed_addresses
+    from chain.events import decode_log
+
+    w3 = registry.w3
+    block = registry.changed(identity)
+    known = DidEvent.objects.filter(identity=identity).aggregate(m=Max("block_number"))["m"] or 0
+    topic = "0x" + "00" * 12 + identity[2:].lower()
+    addresses = deployed_addresses()
+    found: list[tuple[ChainEvent, int]] = []
+    while block > known:
+        logs = w3.eth.get_logs(
+            {
+                "address": registry.address,
+                "fromBlock": block,
+                "toBlock": block,
+                "topics": [None, topic],
+            }
+        )
+        events = [e for e in (decode_log(w3, log, addresses) for log in logs) if e is not None]
+        timestamp = w3.eth.get_block(block)["timestamp"]
+        found.extend((event, timestamp) for event in events)
+        earlier = [e.args["previousChange"] for e in events if e.args["previousChange"] < block]
+        block = min(earlier, default=0)
+    # All at once, so an interrupted walk leaves no gap below a stored block.
+    with transaction.atomic():
+        for event, timestamp in found:
+            did_event_record(w3, event, timestamp)
