@@ -18,6 +18,17 @@
   }
 
   const toHex = (n) => "0x" + BigInt(n).toString(16);
+
+  /* EIP-55 mixed-case checksum (wallets may report lower-case addresses; EIP-4361 needs this). */
+  function toChecksumAddress(address) {
+    const lower = address.toLowerCase().replace(/^0x/, "");
+    const hash = window.keccak256(lower);
+    let out = "0x";
+    for (let i = 0; i < lower.length; i++) {
+      out += parseInt(hash[i], 16) >= 8 ? lower[i].toUpperCase() : lower[i];
+    }
+    return out;
+  }
   const utf8ToHex = (text) =>
     "0x" + Array.from(new TextEncoder().encode(text), (b) => b.toString(16).padStart(2, "0")).join("");
 
@@ -87,6 +98,7 @@
     account: null,
     kind: null,
     WalletError,
+    toChecksumAddress,
 
     hasBrowserWallet() {
       return typeof window.ethereum !== "undefined" && window.ethereum !== null;
@@ -98,7 +110,8 @@
 
     async devAccounts() {
       if (!this.hasDevWallet()) throw new WalletError("no_dev_wallet", "The dev wallet exists only on the local development chain.");
-      return new DevWallet(config.devRpcUrl, null).rpc("eth_accounts", []);
+      const accounts = await new DevWallet(config.devRpcUrl, null).rpc("eth_accounts", []);
+      return accounts.map(toChecksumAddress);
     },
 
     /* Connect to the browser wallet ("browser") or the dev wallet ("dev", account). */
@@ -115,7 +128,7 @@
       }
       const accounts = await this.provider.request({ method: "eth_requestAccounts" });
       if (!accounts || !accounts.length) throw new WalletError("no_account", "The wallet shared no account.");
-      this.account = accounts[0];
+      this.account = toChecksumAddress(accounts[0]);
       this.kind = kind;
       await this.ensureChain();
       sessionStorage.setItem(STORAGE_KEY, JSON.stringify({ kind, account: this.account }));

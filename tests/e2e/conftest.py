@@ -40,3 +40,35 @@ def page(browser):
     page = context.new_page()
     yield page
     context.close()
+
+
+# anvil's dev accounts, in the order the dev wallet's account picker lists them.
+DEV_ACCOUNTS = [
+    "0xf39Fd6e51aad88F6F4ce6aB8827279cffFb92266",
+    "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
+    "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
+    "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+]
+
+
+def sign_in_with_dev_wallet(page, base_url: str, account_index: int = 1) -> str:
+    """Sign in through the sign-in page with the dev wallet; returns the account's address.
+    Confirmation prompts of the dev wallet are accepted (the user says yes)."""
+    from playwright.sync_api import expect
+
+    address = DEV_ACCOUNTS[account_index]
+    page.on("dialog", lambda dialog: dialog.accept())
+    page.goto(base_url + "/signin/")
+    picker = page.get_by_test_id("dev-account")
+    expect(picker.locator(f'option[value="{address}"]')).to_have_count(1)
+    picker.select_option(address)
+    page.get_by_role("button", name="Sign in with the dev wallet").click()
+    page.wait_for_url("**/profile/")
+    return address
+
+
+@pytest.fixture
+def signed_in_page(page, live_server, contracts):
+    """A page signed in through the dev wallet as anvil dev account 1."""
+    sign_in_with_dev_wallet(page, live_server.url, 1)
+    return page
