@@ -59,3 +59,54 @@ def test_sign_out(signed_in_page, live_server):
     expect(signed_in_page.get_by_role("link", name="Sign in")).to_be_visible()
     signed_in_page.goto(live_server.url + "/profile/")
     expect(signed_in_page).to_have_url(f"{live_server.url}/signin/?next=/profile/")
+
+
+# A browser wallet on another network (the user's extension is outside the product, so the test
+# plays it): it answers eth_chainId with mainnet and refuses to switch to an unknown chain.
+MAINNET_WALLET = """
+window.ethereum = {
+  request: async ({ method }) => {
+    if (method === "eth_requestAccounts") return ["0x70997970c51812dc3a010c7d01b50e0d17dc79c8"];
+    if (method === "eth_chainId") return "0x1";
+    if (method === "wallet_switchEthereumChain") {
+      const err = new Error("Unrecognized chain ID"); err.code = 4902; throw err;
+    }
+    throw new Error("unexpected " + method);
+  },
+};
+"""
+
+
+def test_a_wallet_on_the_wrong_chain_is_offered_a_switch_and_told_why_it_failed(
+    page, live_server, contracts
+):
+    page.add_init_script(MAINNET_WALLET)
+    questions = []
+
+    def answer(dialog):
+        questions.append(dialog.message)
+        dialog.accept()
+
+    page.on("dialog", answer)
+    page.goto(live_server.url + "/signin/")
+
+    page.get_by_role("button", name="Sign in with my wallet").click()
+
+    expect(page.locator("#signin-message")).to_have_text(
+        "Your wallet does not know chain 31337; add it to your wallet first."
+    )
+    assert questions == [
+        "Your wallet is on chain 1, but this marketplace runs on chain 31337. Switch networks?"
+    ]
+
+
+def test_declining_the_switch_says_which_chain_to_use(page, live_server, contracts):
+    page.add_init_script(MAINNET_WALLET)
+    page.on("dialog", lambda dialog: dialog.dismiss())
+    page.goto(live_server.url + "/signin/")
+
+    page.get_by_role("button", name="Sign in with my wallet").click()
+
+    expect(page.locator("#signin-message")).to_have_text(
+        "Your wallet is on chain 1; switch it to chain 31337."
+    )

@@ -174,3 +174,24 @@ def test_missing_fields_are_named(api):
 
     assert response.status_code == 400
     assert "signature" in response.json()["extra"]["fields"]
+
+
+def test_display_name_can_be_changed(api):
+    text = siwe_text(nonce=new_nonce(api))
+    api.credentials(HTTP_AUTHORIZATION=f"Token {login(api, text, sign(text)).json()['token']}")
+
+    response = api.patch("/api/me", {"display_name": "  Alice's lab "}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["display_name"] == "Alice's lab"
+    assert User.objects.get(address=ALICE).display_name == "Alice's lab"
+
+
+def test_display_name_too_long_is_refused(api):
+    text = siwe_text(nonce=new_nonce(api))
+    api.credentials(HTTP_AUTHORIZATION=f"Token {login(api, text, sign(text)).json()['token']}")
+
+    response = api.patch("/api/me", {"display_name": "x" * 81}, format="json")
+
+    assert response.status_code == 400
+    assert "display_name" in response.json()["extra"]["fields"]
