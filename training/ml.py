@@ -1,0 +1,208 @@
+"""The scikit-learn side of a training run: task inference, the pipeline, fitting and scoring,
+and the figures the run page plots. No I/O here: the run's pipeline feeds it decrypted frames."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+import pandas as pd
+from sklearn.compose import ColumnTransformer
+from sklearn.ensemble import (
+    HistGradientBoostingClassifier,
+    HistGradientBoostingRegressor,
+    RandomForestClassifier,
+    RandomForestRegressor,
+)
+from sklearn.impute import SimpleImputer
+from sklearn.inspection import permutation_importance
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import (
+    accuracy_score,
+    confusion_matrix,
+    f1_score,
+    log_loss,
+    mean_absolute_error,
+    r2_score,
+    roc_auc_score,
+    roc_curve,
+)
+from sklearn.model_selection import train_test_split
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+CLASSIFICATION, REGRESSION = "classification", "regression"
+MODELS = {
+    CLASSIFICATION: ("logistic_regression", "random_forest", "hist_gradient_boosting"),
+    REGRESSION: ("ridge", "random_forest", "hist_gradient_boosting"),
+}
+# An integer target with at most this many distinct values is read as class labels.
+MAX_CLASSES_FOR_INTEGER_TARGET = 20
+
+
+def infer_task(target: pd.Series) -> str:
+    values = target.dropna()
+    if not pd.api.types.is_numeric_dtype(values) or pd.api.types.is_bool_dtype(values):
+        return CLASSIFICATION
+    if pd.api.types.is_integer_dtype(values) or (values == values.round()).all():
+        if values.nunique() <= MAX_CLASSES_FOR_INTEGER_TARGET:
+            return CLASSIFICATION
+    return REGRESSION
+
+
+def _estimator(task: str, model: str, seed: int):
+    if task == CLASSIFICATION:
+        return {
+            "logistic_regression": lambda: LogisticRegression(max_iter=2000),
+            "random_forest": lambda: RandomForestClassifier(
+                n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1
+            ),
+            "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(random_state=seed),
+        }[model]()
+    return {
+        "ridge": lambda: Ridge(),
+        "random_forest": lambda: RandomForestRegressor(
+            n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1
+        ),
+        "hist_gradient_boosting": lambda: HistGradientBoostingRegressor(random_state=seed),
+    }[model]()
+
+
+def build_pipeline(features: pd.DataFrame, task: str, model: str, seed: int) -> Pipeline:
+    numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
+    categorical = [c for c in features.columns if c not in numeric]
+    preprocess = ColumnTransformer(
+        [
+            (
+                "numeric",
+                Pipeline(
+                    [("impute", SimpleImputer(strategy="median")), ("scale", StandardScaler())]
+                ),
+                numeric,
+            ),
+            (
+                "categorical",
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="most_frequent")),
+                        (
+                            "encode",
+                            OneHotEncoder(
+                                handle_unknown="infrequent_if_exist",
+                                max_categories=50,
+                                sparse_output=False,
+                            ),
+                        ),
+                    ]
+                ),
+                categorical,
+            ),
+        ],
+        verbose_feature_names_out=False,
+    )
+    return Pipeline([("preprocess", preprocess), ("model", _estimator(task, model, seed))])
+
+
+@dataclass
+class FitResult:
+    pipeline: Pipeline
+    task: str
+    metrics: dict[str, float]
+    figures: dict = field(default_factory=dict)
+    train_index: np.ndarray | None = None
+    test_index: np.ndarray | None = None
+
+
+def split(frame: pd.DataFrame, target: str, task: str, test_fraction: float, seed: int):
+    stratify = frame[target] if task == CLASSIFICATION else None
+    return train_test_split(
+        frame.index.to_numpy(), test_size=test_fraction, random_state=seed, stratify=stratify
+    )
+
+
+def _downsample(points: list, limit: int) -> list:
+    if len(points) <= limit:
+        return points
+    step = len(points) / limit
+    return [points[int(i * step)] for i in range(limit)] + [points[-1]]
+
+
+def _feature_importance(pipeline: Pipeline, x_test: pd.DataFrame, y_test, seed: int) -> list:
+    """Importance per original column: the model's own where it has one, else permutation
+    importance on at most 1,000 test rows."""
+    model = pipeline.named_steps["model"]
+    names = list(pipeline.named_steps["preprocess"].get_feature_names_out())
+    columns = list(x_test.columns)
+    if hasattr(model, "feature_importances_") or hasattr(model, "coef_"):
+        raw = (
+            model.feature_importances_
+            if hasattr(model, "feature_importances_")
+            else np.abs(np.atleast_2d(model.coef_)).mean(axis=0)
+        )
+        per_column = dict.fromkeys(columns, 0.0)
+        for name, value in zip(names, raw, strict=True):
+            owner = next((c for c in columns if name == c or name.startswith(f"{c}_")), name)
+            per_column[owner] = per_column.get(owner, 0.0) + float(value)
+    else:
+        rows = x_test.iloc[:1000]
+        result = permutation_importance(
+            pipeline, rows, np.asarray(y_test)[: len(rows)], n_repeats=3, random_state=seed
+        )
+        per_column = {c: float(v) for c, v in zip(columns, result.importances_mean, strict=True)}
+    ranked = sorted(per_column.items(), key=lambda item: -item[1])[:20]
+    return [{"feature": name, "importance": round(value, 6)} for name, value in ranked]
+
+
+def fit_and_score(
+    frame: pd.DataFrame, *, target: str, task: str, model: str, test_fraction: float, seed: int
+) -> FitResult:
+    frame = frame.dropna(subset=[target]).reset_index(drop=True)
+    train_index, test_index = split(frame, target, task, test_fraction, seed)
+    features = frame.drop(columns=[target])
+    x_train, x_test = features.iloc[train_index], features.iloc[test_index]
+    y_train, y_test = frame[target].iloc[train_index], frame[target].iloc[test_index]
+    pipeline = build_pipeline(features, task, model, seed)
+    pipeline.fit(x_train, y_train)
+    predicted = pipeline.predict(x_test)
+    figures: dict = {}
+    if task == CLASSIFICATION:
+        proba = pipeline.predict_proba(x_test)
+        classes = list(pipeline.classes_)
+        binary = len(classes) == 2
+        f1 = (
+            f1_score(y_test, predicted, average="binary", pos_label=classes[1])
+            if binary
+            else f1_score(y_test, predicted, average="macro")
+        )
+        metrics = {
+            "accuracy": float(accuracy_score(y_test, predicted)),
+            "f1": float(f1),
+            "log_loss": float(log_loss(y_test, proba, labels=classes)),
+        }
+        if binary:
+            metrics["roc_auc"] = float(roc_auc_score(y_test == classes[1], proba[:, 1]))
+            fpr, tpr, _ = roc_curve(y_test == classes[1], proba[:, 1])
+            figures["roc_curve"] = _downsample(
+                [[round(float(f), 4), round(float(t), 4)] for f, t in zip(fpr, tpr, strict=True)],
+                100,
+            )
+        else:
+            metrics["roc_auc"] = float(
+                roc_auc_score(y_test, proba, multi_class="ovr", labels=classes)
+            )
+        figures["confusion_matrix"] = {
+            "labels": [str(c) for c in classes],
+            "matrix": confusion_matrix(y_test, predicted, labels=classes).tolist(),
+        }
+    else:
+        metrics = {
+            "r2": float(r2_score(y_test, predicted)),
+            "mae": float(mean_absolute_error(y_test, predicted)),
+            "rmse": float(np.sqrt(np.mean((np.asarray(y_test) - predicted) ** 2))),
+        }
+        sample = np.random.default_rng(seed).permutation(len(y_test))[:300]
+        figures["predicted_vs_actual"] = [
+            [round(float(np.asarray(y_test)[i]), 6), round(float(predicted[i]), 6)] for i in sample
+        ]
+    figures["feature_importance"] = _feature_importance(pipeline, x_test, y_test, seed)
+    return FitResult(pipeline, task, metrics, figures, train_index, test_index)

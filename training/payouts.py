@@ -1,0 +1,83 @@
+"""Turning measured contributions into payout amounts in wei, exactly.
+
+The rule (documented for contributors):
+
+- The escrow holds `value`; the platform keeps `fee`; the rest, `distributable = value - fee`, goes
+  to the datasets' owners.
+- Half of it (`BASE_SHARE`) is a base share, split in proportion to each dataset's price: every
+  dataset used is paid something for being used.
+- The other half is a contribution share, split in proportion to each dataset's positive
+  contribution to the model's test score. A dataset whose contribution is zero or negative earns
+  only its base share. If no dataset contributed positively, the contribution share is split like
+  the base share.
+- Integer wei throughout: each dataset's exact (fractional) amount is rounded down and the
+  remaining wei go, one each, to the largest remainders (ties to the lower dataset position), so
+  the amounts sum exactly to `distributable`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from fractions import Fraction
+
+BASE_SHARE = Fraction(1, 2)
+
+
+@dataclass(frozen=True)
+class Payout:
+    dataset_id: int
+    owner: str
+    contribution: float
+    amount_wei: int
+
+
+def _shares(total: Fraction, weights: list[Fraction]) -> list[Fraction]:
+    weight_sum = sum(weights)
+    return [total * w / weight_sum for w in weights]
+
+
+def _round_exactly(exact: list[Fraction]) -> list[int]:
+    """Integers summing to sum(exact) (an integer): floors, then largest remainders."""
+    floors = [int(x) for x in exact]
+    left = int(sum(exact)) - sum(floors)
+    order = sorted(range(len(exact)), key=lambda i: (-(exact[i] - floors[i]), i))
+    for i in order[:left]:
+        floors[i] += 1
+    return floors
+
+
+def payouts_for(
+    *,
+    distributable_wei: int,
+    datasets: list[tuple[int, str, int]],
+    contributions: dict[int, float],
+) -> list[Payout]:
+    """`datasets`: (dataset id, owner address, price in wei) in a fixed order;
+    `contributions`: dataset id -> contribution to the test metric."""
+    if distributable_wei < 0:
+        raise ValueError("distributable amount is negative")
+    if not datasets:
+        raise ValueError("no datasets to pay")
+    prices = [Fraction(price) for _, _, price in datasets]
+    if sum(prices) == 0:
+        prices = [Fraction(1)] * len(datasets)  # free datasets: the base share is split evenly
+    base_total = Fraction(distributable_wei) * BASE_SHARE
+    contribution_total = Fraction(distributable_wei) - base_total
+    positive = [
+        Fraction(max(contributions.get(dataset_id, 0.0), 0.0)) for dataset_id, _, _ in datasets
+    ]
+    base = _shares(base_total, prices)
+    extra = _shares(contribution_total, positive if sum(positive) > 0 else prices)
+    amounts = _round_exactly([b + e for b, e in zip(base, extra, strict=True)])
+    return [
+        Payout(dataset_id, owner, float(contributions.get(dataset_id, 0.0)), amount)
+        for (dataset_id, owner, _), amount in zip(datasets, amounts, strict=True)
+    ]
+
+
+def payees_and_amounts(payouts: list[Payout]) -> tuple[list[str], list[int]]:
+    """One credit per owner (an owner of several datasets is credited once), in first-seen order."""
+    totals: dict[str, int] = {}
+    for payout in payouts:
+        totals[payout.owner] = totals.get(payout.owner, 0) + payout.amount_wei
+    return list(totals), list(totals.values())
