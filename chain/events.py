@@ -39,6 +39,7 @@ def _event_abis() -> dict[bytes, list[tuple[str, dict]]]:
 
 
 def _plain(value):
+    """ABI values as JSON-friendly values (bytes as 0x hex)."""
     if isinstance(value, bytes):
         return "0x" + value.hex()
     if isinstance(value, (list, tuple)):

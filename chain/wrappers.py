@@ -10,7 +10,7 @@ from web3 import Web3
 from web3.contract import Contract
 
 from chain.client import deployed_addresses, deployed_contract, get_web3
-from chain.events import ChainEvent, decode_receipt
+from chain.events import ChainEvent, _plain, decode_receipt
 from chain.sender import SentTransaction, TransactionSender, operator_sender
 
 
@@ -59,6 +59,32 @@ class _Wrapper:
         if self._sender is None:
             self._sender = operator_sender(self.w3)
         return self._sender
+
+    def _events(self, event: str, **argument_filters) -> list[ChainEvent]:
+        """Our contract's `event` logs matching indexed arguments, from its deployment block on."""
+        from chain.models import Deployment
+
+        start = (
+            Deployment.objects.filter(address=self.address)
+            .values_list("block_number", flat=True)
+            .first()
+            or 0
+        )
+        logs = getattr(self.contract.events, event)().get_logs(
+            from_block=start, argument_filters=argument_filters
+        )
+        return [
+            ChainEvent(
+                contract=self.name,
+                name=log["event"],
+                args={k: _plain(v) for k, v in log["args"].items()},
+                address=self.address,
+                tx_hash=log["transactionHash"].to_0x_hex(),
+                log_index=log["logIndex"],
+                block_number=log["blockNumber"],
+            )
+            for log in logs
+        ]
 
     def request(self, function: str, *args, value: int = 0) -> TxRequest:
         data = self.contract.encode_abi(function, args=list(args))
@@ -152,6 +178,11 @@ class DatasetRegistry(_Wrapper):
     def listing(self, listing_id: int) -> Listing:
         owner, price, delisted = self.contract.functions.getListing(listing_id).call()
         return Listing(listing_id, owner, price, delisted)
+
+    def listed_event(self, listing_id: int) -> ChainEvent | None:
+        """The DatasetListed event of a listing: its CID, content hash, metadata hash, license."""
+        events = self._events("DatasetListed", listingId=listing_id)
+        return events[0] if events else None
 
     def listing_count(self) -> int:
         return self.contract.functions.listingCount().call()
@@ -260,6 +291,16 @@ class TrainingEscrow(_Wrapper):
 
     def fees_held(self) -> int:
         return self.contract.functions.feesHeld().call()
+
+    def job_events(self, job_id: bytes) -> list[ChainEvent]:
+        """A job's lineage on-chain: JobFunded, PayeeCredited..., JobSettled or JobRefunded."""
+        events = [
+            *self._events("JobFunded", jobId=job_id),
+            *self._events("PayeeCredited", jobId=job_id),
+            *self._events("JobSettled", jobId=job_id),
+            *self._events("JobRefunded", jobId=job_id),
+        ]
+        return sorted(events, key=lambda e: (e.block_number, e.log_index))
 
     def fund_request(self, job_id: bytes, dataset_ids: list[int]) -> TxRequest:
         """The buyer's payment: calldata of `fund` with the exact price as value."""

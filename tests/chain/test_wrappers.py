@@ -169,3 +169,26 @@ def test_identity_attribute_set_from_the_users_wallet_is_decoded(contracts):
     assert bytes.fromhex(events[0].args["value"][2:]) == b"https://m.example/p"
     assert identity.changed(OWNER) == receipt["blockNumber"]
     assert identity.identity_owner(OWNER) == OWNER
+
+
+def test_listing_and_job_lineage_are_read_back_from_events(contracts):
+    w3 = get_web3()
+    registry, escrow = DatasetRegistry.deployed(w3), TrainingEscrow.deployed(w3)
+    dataset_id = list_dataset(registry, 3 * 10**15, "bafy-lineage")
+    job_id = os.urandom(32)
+    receipt = wallet_send(w3, BUYER, escrow.fund_request(job_id, [dataset_id]))
+    job = JobTerms.from_event(decode_receipt(w3, receipt, deployed_addresses())[0])
+    escrow.settle(
+        job=job, payees=[OWNER], amounts=[job.value_wei - job.fee_wei],
+        model_cid="bafy-lineage-model", report_hash=b"\x66" * 32,
+    )  # fmt: skip
+
+    listed = registry.listed_event(dataset_id)
+    lineage = escrow.job_events(job_id)
+
+    assert listed.args["cid"] == "bafy-lineage" and listed.args["owner"] == OWNER
+    assert registry.listed_event(10**9) is None
+    assert [e.name for e in lineage] == ["JobFunded", "PayeeCredited", "JobSettled"]
+    assert lineage[0].args["datasetIds"] == [dataset_id]
+    assert lineage[2].args["modelCid"] == "bafy-lineage-model"
+    assert lineage[2].args["reportHash"] == "0x" + "66" * 32
