@@ -3,3 +3,9 @@ from django.apps import AppConfig
 
 class DatasetsConfig(AppConfig):
     name = "datasets"
+
+    def ready(self) -> None:
+        from chain.indexer import register_handler
+        from datasets.services import dataset_listed_event_record
+
+        register_handler("DatasetListed", dataset_listed_event_record)

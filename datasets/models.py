@@ -1,0 +1,158 @@
+from django.conf import settings
+from django.core.validators import MaxValueValidator, MinValueValidator
+from django.db import models
+
+# SPDX identifiers a listing may carry (data licences first, then common software ones).
+LICENSES = [
+    ("CC0-1.0", "CC0 1.0 (public domain dedication)"),
+    ("CC-BY-4.0", "Creative Commons Attribution 4.0"),
+    ("CC-BY-SA-4.0", "Creative Commons Attribution-ShareAlike 4.0"),
+    ("CC-BY-NC-4.0", "Creative Commons Attribution-NonCommercial 4.0"),
+    ("ODbL-1.0", "Open Database License 1.0"),
+    ("ODC-By-1.0", "Open Data Commons Attribution 1.0"),
+    ("PDDL-1.0", "Open Data Commons Public Domain Dedication 1.0"),
+    ("CDLA-Permissive-2.0", "Community Data License Agreement Permissive 2.0"),
+    ("CDLA-Sharing-1.0", "Community Data License Agreement Sharing 1.0"),
+    ("MIT", "MIT"),
+    ("Apache-2.0", "Apache 2.0"),
+    ("BSD-3-Clause", "BSD 3-Clause"),
+]
+# The registry stores a price in 88 bits.
+MAX_PRICE_WEI = 2**88 - 1
+
+
+class Dataset(models.Model):
+    """One listing: an uploaded file, described, encrypted, pinned to IPFS and registered."""
+
+    class Status(models.TextChoices):
+        PROCESSING = "processing", "Processing"
+        AWAITING_SIGNATURE = "awaiting_signature", "Awaiting the owner's signature"
+        REGISTERING = "registering", "Registering on-chain"
+        LISTED = "listed", "Listed"
+        REJECTED = "rejected", "Rejected"
+        FAILED = "failed", "Failed"
+
+    class Stage(models.TextChoices):
+        QUEUED = "queued", "Waiting for a worker"
+        CHECKING = "checking", "Reading and checking the file"
+        COMPARING = "comparing", "Comparing with other listings"
+        ENCRYPTING = "encrypting", "Encrypting"
+        PINNING = "pinning", "Pinning to IPFS"
+        VERIFYING = "verifying", "Reading it back from IPFS"
+        SIGNING = "signing", "Waiting for the owner's signature"
+        RELAYING = "relaying", "Registering on-chain"
+        DONE = "done", "Done"
+
+    ACTIVE = (Status.AWAITING_SIGNATURE, Status.REGISTERING, Status.LISTED)
+    FINAL = (Status.LISTED, Status.REJECTED, Status.FAILED)
+
+    owner = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="datasets"
+    )
+    parent = models.ForeignKey(
+        "self", on_delete=models.PROTECT, null=True, blank=True, related_name="versions"
+    )
+    title = models.CharField(max_length=200)
+    description = models.TextField(max_length=20_000, blank=True, help_text="Markdown")
+    license = models.CharField(max_length=32, choices=LICENSES)
+    tags = models.JSONField(default=list, blank=True)
+    price_wei = models.DecimalField(
+        max_digits=78,
+        decimal_places=0,
+        validators=[MinValueValidator(0), MaxValueValidator(MAX_PRICE_WEI)],
+    )
+
+    status = models.CharField(max_length=24, choices=Status.choices, default=Status.PROCESSING)
+    stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.QUEUED)
+    progress = models.PositiveSmallIntegerField(default=0, help_text="Percent of the stage")
+    # Why it was rejected or failed, or what the owner must do next.
+    status_message = models.TextField(blank=True)
+
+    # The uploaded file, while it is being processed.
+    original_filename = models.CharField(max_length=255)
+    file_format = models.CharField(max_length=16, blank=True)
+    size_bytes = models.PositiveBigIntegerField(default=0)
+    upload_path = models.CharField(max_length=500, blank=True)
+
+    # What the file holds.
+    rows = models.PositiveBigIntegerField(null=True, blank=True)
+    column_count = models.PositiveIntegerField(null=True, blank=True)
+    columns = models.JSONField(default=list, blank=True, help_text="Schema and statistics")
+    quality_warnings = models.JSONField(default=list, blank=True)
+    file_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    rows_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
+    unique_rows = models.PositiveBigIntegerField(null=True, blank=True)
+    minhash = models.BinaryField(null=True, blank=True)
+
+    # The ciphertext on IPFS and the key that opens it (wrapped by the master key).
+    wrapped_data_key = models.BinaryField(null=True, blank=True)
+    cid = models.CharField(max_length=100, blank=True)
+    content_sha256 = models.CharField(max_length=64, blank=True, help_text="Of the pinned bytes")
+    encrypted_size = models.PositiveBigIntegerField(null=True, blank=True)
+    metadata_cid = models.CharField(max_length=100, blank=True)
+    metadata_sha256 = models.CharField(max_length=64, blank=True)
+
+    # Signing and registration.
+    sign_deadline = models.PositiveBigIntegerField(null=True, blank=True)
+    signature = models.CharField(max_length=132, blank=True)
+    signature_round = models.PositiveSmallIntegerField(default=1)
+    listing_id = models.PositiveBigIntegerField(null=True, blank=True, db_index=True)
+    tx_hash = models.CharField(max_length=66, blank=True)
+    block_number = models.PositiveBigIntegerField(null=True, blank=True)
+    confirmed_block = models.PositiveBigIntegerField(
+        null=True, blank=True, help_text="Where the indexer saw the DatasetListed event"
+    )
+
+    # Search: lower-cased title, description, tags and column names; tags as "|a|b|".
+    search_text = models.TextField(blank=True)
+    tag_index = models.TextField(blank=True)
+
+    created = models.DateTimeField(auto_now_add=True)
+    updated = models.DateTimeField(auto_now=True)
+    listed_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created", "-id"]
+        indexes = [
+            models.Index(fields=["status", "-created"], name="dataset_status_created"),
+            models.Index(fields=["status", "price_wei"], name="dataset_status_price"),
+            models.Index(fields=["status", "rows"], name="dataset_status_rows"),
+            models.Index(fields=["owner", "-created"], name="dataset_owner_created"),
+        ]
+        constraints = [
+            # The same file, or the same rows, can be listed once.
+            models.UniqueConstraint(
+                fields=["file_sha256"],
+                condition=models.Q(status__in=["awaiting_signature", "registering", "listed"])
+                & ~models.Q(file_sha256=""),
+                name="one_active_listing_per_file",
+            ),
+            models.UniqueConstraint(
+                fields=["rows_sha256"],
+                condition=models.Q(status__in=["awaiting_signature", "registering", "listed"])
+                & ~models.Q(rows_sha256=""),
+                name="one_active_listing_per_rows",
+            ),
+        ]
+
+    def __str__(self) -> str:
+        return f"#{self.pk} {self.title} ({self.status})"
+
+    @property
+    def is_final(self) -> bool:
+        return self.status in self.FINAL
+
+
+class MinHashBand(models.Model):
+    """One locality-sensitive key of a listing's MinHash: listings sharing a key are compared
+    for near-duplicates, so an upload is never compared with every listing."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="minhash_bands")
+    band = models.PositiveSmallIntegerField()
+    key = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["band", "key"], name="minhash_band_key")]
+
+    def __str__(self) -> str:
+        return f"band {self.band} of dataset {self.dataset_id}"

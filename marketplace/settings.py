@@ -216,3 +216,20 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"web3": {"level": "WARNING"}, "urllib3": {"level": "WARNING"}},
 }
+
+# Datasets ---------------------------------------------------------------------------------------
+# Uploads stream to temporary files here (never into memory), refused past the size limit.
+DATASET_UPLOAD_DIR = DATA_DIR / "uploads"
+DATASET_MAX_UPLOAD_BYTES = env_int("DATASET_MAX_UPLOAD_BYTES", 1024**3, minimum=1)
+FILE_UPLOAD_HANDLERS = ["datasets.uploads.StreamToDiskUploadHandler"]
+DATASET_MAX_COLUMNS = env_int("DATASET_MAX_COLUMNS", 1000, minimum=1)
+DATASET_MAX_LINE_BYTES = env_int("DATASET_MAX_LINE_BYTES", 1024 * 1024, minimum=1024)
+# How long an owner's listing signature stays valid (the EIP-712 deadline).
+DATASET_SIGNATURE_TTL_SECONDS = env_int("DATASET_SIGNATURE_TTL_SECONDS", 7 * 86400, minimum=600)
+# Jaccard similarity of distinct rows above which an upload is called a near-duplicate.
+DATASET_NEAR_DUPLICATE_THRESHOLD = 0.5
+# Time limits of the listing pipeline's steps (seconds).
+DATASET_PROCESS_SOFT_TIME_LIMIT = env_int("DATASET_PROCESS_SOFT_TIME_LIMIT", 1800, minimum=10)
+DATASET_PROCESS_TIME_LIMIT = DATASET_PROCESS_SOFT_TIME_LIMIT + 60
+DATASET_REGISTER_SOFT_TIME_LIMIT = 180
+DATASET_REGISTER_TIME_LIMIT = 240

@@ -1,5 +1,5 @@
 from django.contrib import admin
-from django.urls import path
+from django.urls import include, path
 from drf_spectacular.views import SpectacularAPIView
 
 from marketplace import api, views
@@ -26,13 +26,8 @@ urlpatterns = [
     path("profiles/<str:address>/", views.public_profile, name="public-profile"),
     path("admin/", admin.site.urls),
     *api_urls,
+    path("", include("datasets.urls")),
     # The sections below open as their features land; until then they say so plainly.
-    path(
-        "datasets/",
-        views.not_open_yet,
-        {"title": "Datasets", "what": "Browsing and listing datasets"},
-        name="datasets-browse",
-    ),
     path(
         "commission/",
         views.not_open_yet,

@@ -1,0 +1,842 @@
+"""Validate and describe an uploaded CSV or Parquet file, streaming it in batches so memory stays
+bounded: row count, column schema, per-column statistics, and the quality findings that need only
+the file itself (duplicate rows, constant, identifier-like and personal-looking columns, formula
+cells). Findings that need other listings (duplicates of them) are made by the services.
+
+Anything that makes the file unusable raises `InputRejected` with a reason a person can act on.
+"""
+
+from __future__ import annotations
+
+import codecs
+import hashlib
+import math
+import re
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from datetime import time as dtime
+from decimal import Decimal
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pcsv
+import pyarrow.parquet as pq
+from datasketch import MinHash
+
+READ_CHUNK = 1024 * 1024
+CSV_BLOCK_SIZE = 4 * 1024 * 1024  # > the longest line allowed, so a row never straddles blocks
+PARQUET_BATCH_ROWS = 65_536
+SAMPLE_ROWS = 5_000  # uniform row sample: histograms, value-pattern checks
+TOP_VALUES = 10
+EXACT_COUNT_LIMIT = 10_000  # distinct values counted exactly per column up to this many
+ROW_HASH_LIMIT = 16_000_000  # row hashes kept for exact duplicate counting (8 bytes each)
+HISTOGRAM_BINS = 12
+MINHASH_PERMUTATIONS = 128
+MINHASH_SEED = 20240607
+HLL_PRECISION = 12
+DISPLAY_CHARS = 80
+FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+
+# Both ways of writing a name: "first_name", "FirstName", "first name".
+_SPLIT = re.compile(r"[^a-z0-9]+")
+ID_NAMES = {"id", "uuid", "guid", "key", "index", "rownum", "row_number", "record_id", "pk"}
+PERSONAL_NAMES = {
+    "email": "an e-mail address", "e_mail": "an e-mail address", "mail": "an e-mail address",
+    "phone": "a phone number", "telephone": "a phone number", "mobile": "a phone number",
+    "ssn": "a social security number", "social_security": "a social security number",
+    "passport": "a passport number", "iban": "a bank account", "credit_card": "a card number",
+    "card_number": "a card number", "first_name": "a name", "last_name": "a name",
+    "surname": "a name", "full_name": "a name", "name": "a name", "address": "an address",
+    "street": "an address", "postcode": "a postcode", "zip": "a postcode", "zipcode": "a postcode",
+    "birth": "a date of birth", "dob": "a date of birth", "date_of_birth": "a date of birth",
+    "birthdate": "a date of birth", "ip": "an IP address", "ip_address": "an IP address",
+    "age": "an age (a quasi-identifier)", "sex": "a sex (a quasi-identifier)",
+    "gender": "a gender (a quasi-identifier)",
+}  # fmt: skip
+VALUE_PATTERNS = {
+    "e-mail addresses": re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.IGNORECASE),
+    "phone numbers": re.compile(r"^\+?\d[\d\s().-]{7,}\d$"),
+    "IP addresses": re.compile(r"^(\d{1,3}\.){3}\d{1,3}$"),
+    "IBANs": re.compile(r"^[A-Z]{2}\d{2}[A-Z0-9]{11,30}$"),
+}
+UUID_PATTERN = re.compile(
+    r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.I
+)
+CARD_PATTERN = re.compile(r"^\d[\d -]{11,22}\d$")
+NUMBER_PATTERN = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+
+
+class InputRejected(Exception):
+    """The file cannot be listed; the message says why, in words the uploader can act on."""
+
+    def __init__(self, message: str, code: str):
+        super().__init__(message)
+        self.message = message
+        self.code = code
+
+
+@dataclass(frozen=True)
+class Limits:
+    max_columns: int
+    max_line_bytes: int
+
+
+@dataclass
+class Profile:
+    file_format: str
+    rows: int
+    columns: list[dict]
+    warnings: list[dict]
+    file_sha256: str
+    rows_sha256: str  # the set of distinct rows and the header: same data, reordered or not
+    unique_rows: int
+    minhash: bytes  # MINHASH_PERMUTATIONS uint64 values over the distinct rows
+
+
+def inert(value: str) -> str:
+    """A value as text that no spreadsheet would run as a formula (OWASP: prefix with ')."""
+    if value.startswith(FORMULA_PREFIXES) and not NUMBER_PATTERN.match(value.strip()):
+        return "'" + value
+    return value
+
+
+def _display(value) -> str | int | float | bool | None:
+    """A JSON-safe, inert, shortened form of a cell value for the column statistics."""
+    if value is None:
+        return None
+    if isinstance(value, bool | int):
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else str(value)
+    if isinstance(value, Decimal):
+        return str(value)
+    if isinstance(value, datetime | date | dtime):
+        return value.isoformat()
+    if isinstance(value, bytes):
+        return value[: DISPLAY_CHARS // 2].hex()
+    text = inert(str(value))
+    return text if len(text) <= DISPLAY_CHARS else text[: DISPLAY_CHARS - 1] + "…"
+
+
+def minhash_from_bytes(raw: bytes) -> MinHash:
+    values = np.frombuffer(raw, dtype=np.uint64)
+    return MinHash(seed=MINHASH_SEED, hashvalues=values, scheme="affine64")
+
+
+def minhash_band_keys(raw: bytes, bands: int = 64) -> list[int]:
+    """Locality-sensitive keys: listings sharing a key are candidates for near-duplicates."""
+    values = np.frombuffer(raw, dtype=np.uint64)
+    rows = len(values) // bands
+    keys = []
+    for band in range(bands):
+        chunk = values[band * rows : (band + 1) * rows].tobytes()
+        digest = hashlib.blake2b(chunk, digest_size=8).digest()
+        keys.append(int.from_bytes(digest, "big", signed=True))
+    return keys
+
+
+# --- pass 1: the raw bytes ------------------------------------------------------------------
+
+
+def _is_parquet(path: Path, size: int) -> bool:
+    if size < 12:
+        return False
+    with path.open("rb") as handle:
+        head = handle.read(4)
+        handle.seek(-4, 2)
+        tail = handle.read(4)
+    return head == b"PAR1" and tail == b"PAR1"
+
+
+@dataclass
+class _RawFacts:
+    sha256: str
+    lines: int
+    delimiter: str
+
+
+def _check_text(path: Path, limits: Limits, on_progress: Callable[[float], None]) -> _RawFacts:
+    """Hash the bytes and check they are CSV text: UTF-8, no NUL bytes, lines within the limit,
+    quotes balanced (an odd count means the file ends inside a quoted value)."""
+    digest = hashlib.sha256()
+    decoder = codecs.getincrementaldecoder("utf-8")("strict")
+    consumed = lines = quotes = 0
+    line_length = 0  # bytes since the last newline
+    first_line = b""
+    size = path.stat().st_size
+    with path.open("rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            digest.update(chunk)
+            nul = chunk.find(b"\0")
+            if nul >= 0:
+                raise InputRejected(
+                    f"The file holds binary data (a NUL byte at byte {consumed + nul}): it is "
+                    "neither CSV text nor a Parquet file.",
+                    "binary",
+                )
+            pending = len(decoder.getstate()[0])
+            try:
+                decoder.decode(chunk)
+            except UnicodeDecodeError as exc:
+                offset = consumed - pending + exc.start
+                line = lines + chunk[: max(exc.start - pending, 0)].count(b"\n") + 1
+                raise InputRejected(
+                    f"The file is not UTF-8 text: byte {offset} (line {line}) is not valid UTF-8. "
+                    "Save it as CSV UTF-8 and upload it again.",
+                    "not_utf8",
+                ) from None
+            newlines = np.flatnonzero(np.frombuffer(chunk, dtype=np.uint8) == 10)
+            if len(newlines):
+                longest = max(
+                    line_length + int(newlines[0]),
+                    int(np.diff(newlines).max()) - 1 if len(newlines) > 1 else 0,
+                )
+                line_length = len(chunk) - int(newlines[-1]) - 1
+            else:
+                longest = line_length = line_length + len(chunk)
+            if longest > limits.max_line_bytes:
+                raise InputRejected(
+                    f"A line of the file is longer than {limits.max_line_bytes:,} bytes (near line "
+                    f"{lines + 1:,}). Rows that long are not tabular data.",
+                    "line_too_long",
+                )
+            if not first_line:
+                first_line = chunk[: int(newlines[0])] if len(newlines) else chunk[:65536]
+            lines += len(newlines)
+            quotes += chunk.count(b'"')
+            consumed += len(chunk)
+            on_progress(0.2 * consumed / max(size, 1))
+        try:
+            decoder.decode(b"", final=True)
+        except UnicodeDecodeError:
+            raise InputRejected(
+                "The file is not UTF-8 text: it ends in the middle of a character (truncated?).",
+                "not_utf8",
+            ) from None
+    if quotes % 2:
+        raise InputRejected(
+            "The file ends inside a quoted value (its quotes do not pair up): it looks truncated.",
+            "unbalanced_quotes",
+        )
+    header = first_line.decode("utf-8", "replace").lstrip("\ufeff")
+    counts = {d: _count_outside_quotes(header, d) for d in (",", ";", "\t", "|")}
+    delimiter = max(counts, key=lambda d: (counts[d], d == ","))
+    return _RawFacts(digest.hexdigest(), lines + (1 if line_length else 0), delimiter)
+
+
+def _count_outside_quotes(text: str, delimiter: str) -> int:
+    count, quoted = 0, False
+    for char in text:
+        if char == '"':
+            quoted = not quoted
+        elif char == delimiter and not quoted:
+            count += 1
+    return count
+
+
+def _file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        while chunk := handle.read(READ_CHUNK):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- pass 2: the rows -----------------------------------------------------------------------
+
+
+def _type_label(dtype: pa.DataType) -> str:
+    if pa.types.is_boolean(dtype):
+        return "boolean"
+    if pa.types.is_integer(dtype):
+        return "integer"
+    if pa.types.is_floating(dtype) or pa.types.is_decimal(dtype):
+        return "float"
+    if pa.types.is_string(dtype) or pa.types.is_large_string(dtype):
+        return "string"
+    if pa.types.is_timestamp(dtype):
+        return "timestamp"
+    if pa.types.is_date(dtype):
+        return "date"
+    if pa.types.is_time(dtype):
+        return "time"
+    if pa.types.is_duration(dtype):
+        return "duration"
+    if pa.types.is_binary(dtype) or pa.types.is_large_binary(dtype):
+        return "binary"
+    if pa.types.is_null(dtype):
+        return "empty"
+    return "other"
+
+
+def _check_schema(schema: pa.Schema, limits: Limits) -> None:
+    names = schema.names
+    if len(names) > limits.max_columns:
+        raise InputRejected(
+            f"The file has {len(names):,} columns; at most {limits.max_columns:,} can be listed.",
+            "too_many_columns",
+        )
+    for position, name in enumerate(names, start=1):
+        if not name.strip():
+            raise InputRejected(
+                f"Column {position} has no name: give every column a name in the header.",
+                "unnamed_column",
+            )
+    seen: set[str] = set()
+    for name in names:
+        if name in seen:
+            raise InputRejected(
+                f"The header names the column {name!r} twice: column names must be unique.",
+                "duplicate_column_name",
+            )
+        seen.add(name)
+    for field_ in schema:
+        dtype = field_.type
+        if pa.types.is_dictionary(dtype):
+            dtype = dtype.value_type
+        if pa.types.is_nested(dtype):
+            raise InputRejected(
+                f"Column {field_.name!r} holds nested values ({dtype}); only flat tables, one "
+                "value per cell, can be listed.",
+                "nested_column",
+            )
+
+
+class _HyperLogLog:
+    """Approximate distinct counts from 64-bit hashes, vectorised (for columns with too many
+    distinct values to count exactly)."""
+
+    def __init__(self, precision: int = HLL_PRECISION):
+        self.p = precision
+        self.registers = np.zeros(1 << precision, dtype=np.uint8)
+
+    def add(self, hashes: np.ndarray) -> None:
+        index = (hashes >> np.uint64(64 - self.p)).astype(np.int64)
+        rest = (hashes << np.uint64(self.p)) | np.uint64((1 << self.p) - 1)
+        # Leading zeros of `rest` + 1, via the float exponent (exact for this use).
+        rank = (64 - np.floor(np.log2(rest.astype(np.float64))).astype(np.int64)).astype(np.uint8)
+        np.maximum.at(self.registers, index, rank)
+
+    def count(self) -> int:
+        m = len(self.registers)
+        alpha = 0.7213 / (1 + 1.079 / m)
+        estimate = alpha * m * m / float(np.sum(np.power(2.0, -self.registers.astype(np.float64))))
+        zeros = int(np.count_nonzero(self.registers == 0))
+        if estimate <= 2.5 * m and zeros:
+            estimate = m * math.log(m / zeros)
+        return int(round(estimate))
+
+
+@dataclass
+class _ColumnStats:
+    name: str
+    dtype: pa.DataType
+    label: str
+    nulls: int = 0
+    count: int = 0
+    counts: Counter | None = field(default_factory=Counter)
+    hll: _HyperLogLog = field(default_factory=_HyperLogLog)
+    minimum: object = None
+    maximum: object = None
+    total: float = 0.0
+    total_squares: float = 0.0
+    min_length: int | None = None
+    max_length: int | None = None
+    formula_cells: int = 0
+    formula_examples: list[str] = field(default_factory=list)
+
+    def add(self, column: pa.Array, hashes: np.ndarray) -> None:
+        valid = column.drop_null() if column.null_count else column
+        self.nulls += column.null_count
+        self.count += len(valid)
+        if len(valid) == 0:
+            return
+        self.hll.add(hashes[column.is_valid().to_numpy(zero_copy_only=False)])
+        if self.counts is not None:
+            value_counts = pc.value_counts(valid)
+            if (
+                len(self.counts) + len(value_counts) > EXACT_COUNT_LIMIT * 4
+                and len(value_counts) > EXACT_COUNT_LIMIT
+            ):
+                self.counts = None
+            else:
+                values = value_counts.field("values").to_pylist()
+                tallies = value_counts.field("counts").to_pylist()
+                self.counts.update(dict(zip(values, tallies, strict=True)))
+                if len(self.counts) > EXACT_COUNT_LIMIT:
+                    self.counts = None
+        if self.label in {"integer", "float", "timestamp", "date", "time", "duration"}:
+            low, high = pc.min_max(valid).values()
+            low, high = low.as_py(), high.as_py()
+            if self.label == "float":
+                numbers = pc.cast(valid, pa.float64())
+                finite = pc.filter(numbers, pc.is_finite(numbers))
+                if len(finite):
+                    low_f, high_f = pc.min_max(finite).values()
+                    low, high = low_f.as_py(), high_f.as_py()
+                    self.total += pc.sum(finite).as_py()
+                    self.total_squares += pc.sum(pc.multiply(finite, finite)).as_py()
+                else:
+                    low = high = None
+            elif self.label == "integer":
+                numbers = pc.cast(valid, pa.float64())
+                self.total += pc.sum(numbers).as_py()
+                self.total_squares += pc.sum(pc.multiply(numbers, numbers)).as_py()
+            if low is not None:
+                self.minimum = low if self.minimum is None else min(self.minimum, low)
+                self.maximum = high if self.maximum is None else max(self.maximum, high)
+        elif self.label == "string":
+            lengths = pc.min_max(pc.utf8_length(valid))
+            low, high = lengths["min"].as_py(), lengths["max"].as_py()
+            self.min_length = low if self.min_length is None else min(self.min_length, low)
+            self.max_length = high if self.max_length is None else max(self.max_length, high)
+            formulas = pc.and_(
+                pc.match_substring_regex(valid, r"^[=+\-@\t\r]"),
+                pc.invert(pc.match_substring_regex(valid, NUMBER_PATTERN.pattern)),
+            )
+            found = pc.sum(formulas).as_py() or 0
+            if found:
+                self.formula_cells += found
+                if len(self.formula_examples) < 3:
+                    examples = pc.filter(valid, formulas).slice(0, 3).to_pylist()
+                    self.formula_examples.extend(examples[: 3 - len(self.formula_examples)])
+
+
+def _combine_row_hashes(column_hashes: list[np.ndarray], rows: int) -> np.ndarray:
+    combined = np.full(rows, 0x9E3779B97F4A7C15, dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        for hashes in column_hashes:
+            combined = (combined ^ hashes) * np.uint64(0xBF58476D1CE4E5B9)
+            combined ^= combined >> np.uint64(31)
+    return combined
+
+
+class _RowSample:
+    """A uniform sample of rows (bottom-k of random keys), kept as one small Arrow table."""
+
+    def __init__(self, size: int, seed: int):
+        self.size = size
+        self.rng = np.random.default_rng(seed)
+        self.table: pa.Table | None = None
+        self.keys = np.empty(0)
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        keys = self.rng.random(batch.num_rows)
+        if batch.num_rows > self.size:
+            keep = np.argpartition(keys, self.size)[: self.size]
+            batch, keys = batch.take(pa.array(keep)), keys[keep]
+        table = pa.Table.from_batches([batch])
+        merged = table if self.table is None else pa.concat_tables([self.table, table])
+        merged_keys = np.concatenate([self.keys, keys])
+        if merged.num_rows > self.size:
+            keep = np.argpartition(merged_keys, self.size)[: self.size]
+            merged, merged_keys = merged.take(pa.array(keep)), merged_keys[keep]
+        self.table, self.keys = merged.combine_chunks(), merged_keys
+
+
+def _open_csv(path: Path, delimiter: str, column_types: dict, bad_rows: list) -> Iterator:
+    def on_invalid_row(row) -> str:
+        bad_rows.append(row)
+        return "error"
+
+    return pcsv.open_csv(
+        str(path),
+        read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=True),
+        parse_options=pcsv.ParseOptions(
+            delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid_row
+        ),
+        convert_options=pcsv.ConvertOptions(column_types=column_types, strings_can_be_null=True),
+    )
+
+
+_CONVERSION_ERROR = re.compile(
+    r"In CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'", re.S
+)
+
+
+def _ragged_row_message(path: Path, row) -> str:
+    text = row.text or ""
+    shown = text if len(text) <= 60 else text[:59] + "…"
+    with path.open("rb") as handle:
+        handle.seek(max(0, path.stat().st_size - len(text.encode()) - 2))
+        tail = handle.read().decode("utf-8", "replace").rstrip("\r\n")
+    last = bool(text) and tail.endswith(text)
+    what = "The last line" if last else "A row"
+    hint = (
+        " The file looks truncated." if last and row.actual_columns < row.expected_columns else ""
+    )
+    return (
+        f"{what} has {row.actual_columns} field{'s' if row.actual_columns != 1 else ''} where the "
+        f"header has {row.expected_columns}: {inert(shown)!r}.{hint} Every row needs one value "
+        "per column (an empty value is fine)."
+    )
+
+
+def _csv_batches(
+    path: Path, delimiter: str, limits: Limits
+) -> Iterator[tuple[pa.Schema, Iterator[pa.RecordBatch]]]:
+    """Yield (schema, batches) attempts: when a later block does not fit the types inferred from
+    the first one, the caller starts over with that column widened (integer -> float -> text)."""
+    column_types: dict[str, pa.DataType] = {}
+    for _attempt in range(2 * limits.max_columns + 1):
+        bad_rows: list = []
+        try:
+            reader = _open_csv(path, delimiter, column_types, bad_rows)
+        except pa.ArrowInvalid as exc:
+            if bad_rows:
+                raise InputRejected(_ragged_row_message(path, bad_rows[0]), "ragged_rows") from None
+            if "Empty CSV file" in str(exc):
+                raise InputRejected("The file has no header and no rows.", "empty") from None
+            raise InputRejected(f"The file is not valid CSV: {exc}", "not_csv") from None
+        _check_schema(reader.schema, limits)
+        retry = yield reader.schema, _guarded(reader, bad_rows, path)
+        if retry is None:
+            return
+        name, target = retry
+        column_types[name] = target
+    raise InputRejected("The column types could not be settled.", "not_csv")
+
+
+def _guarded(reader, bad_rows: list, path: Path) -> Iterator[pa.RecordBatch]:
+    while True:
+        try:
+            batch = reader.read_next_batch()
+        except StopIteration:
+            return
+        except pa.ArrowInvalid as exc:
+            if bad_rows:
+                raise InputRejected(_ragged_row_message(path, bad_rows[0]), "ragged_rows") from None
+            raise _Widen(str(exc)) from None
+        yield batch
+
+
+class _Widen(Exception):
+    pass
+
+
+def _widened(message: str, schema: pa.Schema) -> tuple[str, pa.DataType]:
+    match = _CONVERSION_ERROR.search(message)
+    if not match:
+        raise InputRejected(f"The file is not valid CSV: {message}", "not_csv")
+    name = schema.names[int(match.group(1))]
+    current, value = schema.field(name).type, match.group(3)
+    if pa.types.is_integer(current) and NUMBER_PATTERN.match(value.strip()):
+        return name, pa.float64()
+    return name, pa.string()
+
+
+# --- the profile ----------------------------------------------------------------------------
+
+
+def profile_file(
+    path: Path, *, limits: Limits, on_progress: Callable[[float], None] = lambda f: None
+) -> Profile:
+    """Read the whole file once (twice for CSV: bytes, then rows) and describe it."""
+    size = path.stat().st_size
+    if size == 0:
+        raise InputRejected("The file is empty.", "empty")
+    if _is_parquet(path, size):
+        return _profile_parquet(path, limits, on_progress)
+    facts = _check_text(path, limits, on_progress)
+    attempts = _csv_batches(path, facts.delimiter, limits)
+    schema, batches = next(attempts)
+    while True:
+        try:
+            result = _profile_rows(
+                schema,
+                batches,
+                expected_rows=max(facts.lines - 1, 1),
+                on_progress=lambda f: on_progress(0.2 + 0.8 * f),
+            )
+        except _Widen as exc:
+            schema, batches = attempts.send(_widened(str(exc), schema))
+            continue
+        return _finish(result, "csv", facts.sha256)
+
+
+def _profile_parquet(path: Path, limits: Limits, on_progress) -> Profile:
+    try:
+        parquet = pq.ParquetFile(str(path))
+        schema = parquet.schema_arrow
+    except (pa.ArrowException, OSError) as exc:
+        raise InputRejected(
+            f"The file is not a readable Parquet file: {exc}", "bad_parquet"
+        ) from None
+    _check_schema(schema, limits)
+    sha256 = _file_sha256(path)
+
+    def batches() -> Iterator[pa.RecordBatch]:
+        try:
+            yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+        except (pa.ArrowException, OSError) as exc:
+            raise InputRejected(f"The Parquet file is damaged: {exc}", "bad_parquet") from None
+
+    result = _profile_rows(
+        schema, batches(), expected_rows=max(parquet.metadata.num_rows, 1), on_progress=on_progress
+    )
+    return _finish(result, "parquet", sha256)
+
+
+@dataclass
+class _RowsResult:
+    schema: pa.Schema
+    rows: int
+    stats: list[_ColumnStats]
+    sample: pa.Table | None
+    row_hashes: np.ndarray | None
+    row_hll: _HyperLogLog
+    minhash: MinHash
+
+
+def _profile_rows(
+    schema: pa.Schema, batches: Iterator[pa.RecordBatch], *, expected_rows: int, on_progress
+) -> _RowsResult:
+    stats = []
+    for field_ in schema:
+        dtype = field_.type.value_type if pa.types.is_dictionary(field_.type) else field_.type
+        stats.append(_ColumnStats(field_.name, dtype, _type_label(dtype)))
+    sample = _RowSample(SAMPLE_ROWS, seed=MINHASH_SEED)
+    minhash = MinHash(
+        num_perm=MINHASH_PERMUTATIONS, seed=MINHASH_SEED, hashfunc=int, scheme="affine64"
+    )
+    row_hll = _HyperLogLog(14)
+    row_hashes: list[np.ndarray] | None = []
+    rows = 0
+    last_report = 0.0
+    for batch in batches:
+        if batch.num_rows == 0:
+            continue
+        columns = [
+            column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
+            for column in batch.columns
+        ]
+        batch = pa.RecordBatch.from_arrays(columns, names=schema.names)
+        hashes = [
+            pd.util.hash_array(column.to_numpy(zero_copy_only=False), categorize=False)
+            for column in columns
+        ]
+        for column_stats, column, column_hashes in zip(stats, columns, hashes, strict=True):
+            column_stats.add(column, column_hashes)
+        combined = _combine_row_hashes(hashes, batch.num_rows)
+        row_hll.add(combined)
+        if row_hashes is not None:
+            row_hashes.append(np.unique(combined))
+            if sum(len(h) for h in row_hashes) > ROW_HASH_LIMIT:
+                row_hashes = None
+        for start in range(0, len(combined), 8192):
+            minhash.update_batch(combined[start : start + 8192])
+        sample.add(batch)
+        rows += batch.num_rows
+        now = time.monotonic()
+        if now - last_report > 0.5:
+            on_progress(min(rows / expected_rows, 1.0))
+            last_report = now
+    if rows == 0:
+        raise InputRejected("The file has a header but no rows.", "no_rows")
+    unique = np.unique(np.concatenate(row_hashes)) if row_hashes is not None else None
+    return _RowsResult(schema, rows, stats, sample.table, unique, row_hll, minhash)
+
+
+def _histogram(values: np.ndarray, low: float, high: float) -> dict | None:
+    values = values[np.isfinite(values)]
+    if len(values) == 0 or low is None or high is None or low == high:
+        return None
+    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))
+    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+
+
+def _name_words(name: str) -> str:
+    spaced = re.sub(r"([a-z])([A-Z])", r"\1_\2", name)
+    return "_".join(w for w in _SPLIT.split(spaced.lower()) if w)
+
+
+def _personal_reason(name: str) -> str | None:
+    words = _name_words(name)
+    if words in PERSONAL_NAMES:
+        return PERSONAL_NAMES[words]
+    parts = words.split("_")
+    for key, reason in PERSONAL_NAMES.items():
+        if "_" in key and key in words:
+            return reason
+        if "_" not in key and key in parts and key not in {"name", "mail", "ip", "zip", "age"}:
+            return reason
+    return None
+
+
+def _luhn(digits: str) -> bool:
+    total, double = 0, False
+    for char in reversed(digits):
+        d = int(char)
+        if double:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total, double = total + d, not double
+    return total % 10 == 0
+
+
+def _value_pattern(values: list[str]) -> str | None:
+    if len(values) < 5:
+        return None
+    for label, pattern in VALUE_PATTERNS.items():
+        if sum(1 for v in values if pattern.match(v.strip())) >= 0.3 * len(values):
+            return label
+    cards = [re.sub(r"[ -]", "", v) for v in values if CARD_PATTERN.match(v.strip())]
+    if sum(1 for c in cards if 13 <= len(c) <= 19 and _luhn(c)) >= 0.3 * len(values):
+        return "card numbers"
+    return None
+
+
+def _describe_column(column: _ColumnStats, rows: int, sample: pa.Table | None) -> dict:
+    exact = column.counts is not None
+    distinct = len(column.counts) if exact else column.hll.count()
+    described: dict = {
+        "name": column.name,
+        "type": column.label,
+        "arrow_type": str(column.dtype),
+        "nulls": column.nulls,
+        "distinct": distinct,
+        "distinct_exact": exact,
+    }
+    sample_values = sample.column(column.name) if sample is not None else None
+    if column.label in {"integer", "float"} and column.minimum is not None:
+        mean = column.total / column.count if column.count else None
+        variance = column.total_squares / column.count - mean * mean if column.count else None
+        described.update(
+            min=_display(column.minimum),
+            max=_display(column.maximum),
+            mean=_display(mean),
+            std=_display(math.sqrt(max(variance, 0.0))) if variance is not None else None,
+        )
+        if distinct > TOP_VALUES or not exact:
+            numbers = pc.cast(sample_values.drop_null(), pa.float64()).to_numpy()
+            described["histogram"] = _histogram(
+                numbers, float(column.minimum), float(column.maximum)
+            )
+            described["histogram_sampled"] = sample is not None and sample.num_rows < rows
+    elif column.label in {"timestamp", "date", "time", "duration"}:
+        described.update(min=_display(column.minimum), max=_display(column.maximum))
+    elif column.label == "string":
+        described.update(min_length=column.min_length, max_length=column.max_length)
+    if exact and column.counts:
+        top = column.counts.most_common(TOP_VALUES)
+        described["top_values"] = [{"value": _display(v), "count": c} for v, c in top]
+        described["top_values_exact"] = True
+    elif not exact and column.label in {"string", "boolean"} and sample_values is not None:
+        top = Counter(sample_values.drop_null().to_pylist()).most_common(TOP_VALUES)
+        described["top_values"] = [{"value": _display(v), "count": c} for v, c in top]
+        described["top_values_exact"] = False
+    if column.formula_cells:
+        described["formula_cells"] = column.formula_cells
+    return described
+
+
+def _column_warnings(column: _ColumnStats, described: dict, rows: int, sample) -> list[dict]:
+    found = []
+    name = column.name
+    if column.count == 0:
+        found.append(
+            {"code": "empty_column", "column": name, "message": f"Column {name!r} is empty."}
+        )
+        return found
+    if rows > 1 and described["distinct"] == 1 and described["distinct_exact"]:
+        value = described["top_values"][0]["value"]
+        found.append(
+            {
+                "code": "constant_column",
+                "column": name,
+                "message": f"Column {name!r} holds the same value in every row ({value!r}); "
+                "it carries no information.",
+            }
+        )
+    words = _name_words(name)
+    id_like = words in ID_NAMES or words.endswith("_id") or words.endswith("_uuid")
+    if not id_like and column.count >= 20 and described["distinct_exact"]:
+        all_distinct = described["distinct"] == column.count
+        if column.label == "integer" and all_distinct:
+            span = int(column.maximum) - int(column.minimum) + 1
+            id_like = span == column.count  # a run of consecutive numbers: a row number
+        elif column.label == "string" and all_distinct:
+            id_like = True
+    if not id_like and column.label == "string" and sample is not None:
+        values = [v for v in sample.column(name).drop_null().to_pylist()[:500]]
+        id_like = len(values) >= 5 and all(UUID_PATTERN.match(v) for v in values)
+    reason = _personal_reason(name)
+    if reason is None and column.label == "string" and sample is not None:
+        values = [str(v) for v in sample.column(name).drop_null().to_pylist()[:1000]]
+        pattern = _value_pattern(values)
+        if pattern:
+            reason = f"values that look like {pattern}"
+    if id_like and not reason:  # personal data is the stronger finding
+        found.append(
+            {
+                "code": "identifier_column",
+                "column": name,
+                "message": f"Column {name!r} looks like an identifier (a different value in "
+                "every row): it tells rows apart rather than describing them, and may link rows "
+                "to people. Drop it unless buyers need it.",
+            }
+        )
+    if reason:
+        found.append(
+            {
+                "code": "personal_data",
+                "column": name,
+                "message": f"Column {name!r} may hold personal data ({reason}). List it only if "
+                "you have the right to, or remove or anonymise the column.",
+            }
+        )
+    if column.formula_cells:
+        example = inert(column.formula_examples[0]) if column.formula_examples else ""
+        found.append(
+            {
+                "code": "formula_cells",
+                "column": name,
+                "message": f"Column {name!r} has {column.formula_cells:,} cell(s) that a "
+                f"spreadsheet would run as a formula (e.g. {example[:40]!r}). They are kept as "
+                "text and shown inert here.",
+            }
+        )
+    return found
+
+
+def _finish(result: _RowsResult, file_format: str, file_sha256: str) -> Profile:
+    columns, warnings = [], []
+    for column in result.stats:
+        described = _describe_column(column, result.rows, result.sample)
+        columns.append(described)
+        warnings.extend(_column_warnings(column, described, result.rows, result.sample))
+    header = "\x1f".join(result.schema.names).encode()
+    if result.row_hashes is not None:
+        unique_rows = len(result.row_hashes)
+        rows_digest = hashlib.sha256(header + b"\0" + result.row_hashes.tobytes()).hexdigest()
+    else:
+        unique_rows = min(result.row_hll.count(), result.rows)
+        rows_digest = ""
+    duplicates = result.rows - unique_rows
+    if duplicates > 0:
+        share = duplicates / result.rows
+        approximate = "" if result.row_hashes is not None else "about "
+        warnings.insert(
+            0,
+            {
+                "code": "duplicate_rows",
+                "message": f"{approximate}{duplicates:,} row(s) ({share:.1%}) repeat an earlier "
+                "row exactly.",
+                "count": duplicates,
+            },
+        )
+    return Profile(
+        file_format=file_format,
+        rows=result.rows,
+        columns=columns,
+        warnings=warnings,
+        file_sha256=file_sha256,
+        rows_sha256=rows_digest,
+        unique_rows=unique_rows,
+        minhash=result.minhash.hashvalues.astype(np.uint64).tobytes(),
+    )

@@ -1,0 +1,368 @@
+"""Dataset reads used by the API, the pages and the operator command: browsing, detail, the
+typed data an owner signs, and verification against IPFS and the chain."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import django_filters
+import markdown as markdown_lib
+import nh3
+from django.conf import settings
+from django.db.models import QuerySet
+from rest_framework import status as http
+from web3 import Web3
+
+from chain.client import ChainMisconfigured, ChainUnavailable
+from chain.wrappers import DatasetRegistry
+from datasets.models import LICENSES, Dataset
+from datasets.storage import IpfsError, cat_sha256, raw_cid_for_sha256
+from marketplace.did import did_for
+from marketplace.errors import ApplicationError
+from marketplace.ipfs import IpfsUnavailable
+from marketplace.models import User
+
+Status = Dataset.Status
+LICENSE_NAMES = dict(LICENSES)
+# What a list needs; the statistics and keys stay in the database.
+SUMMARY_FIELDS = (
+    "id", "title", "description", "license", "tags", "price_wei", "status", "stage", "progress",
+    "status_message", "rows", "column_count", "cid", "listing_id", "created", "listed_at",
+    "owner__id", "owner__address",
+)  # fmt: skip
+MARKDOWN_TAGS = {
+    "p", "br", "hr", "strong", "em", "code", "pre", "blockquote", "ul", "ol", "li", "a",
+    "h1", "h2", "h3", "h4", "h5", "h6", "table", "thead", "tbody", "tr", "th", "td",
+}  # fmt: skip
+
+
+def render_markdown(text: str) -> str:
+    """Markdown to HTML that is safe to show: only formatting tags, links without scripts."""
+    html = markdown_lib.markdown(text or "", extensions=["tables", "fenced_code"])
+    return nh3.clean(
+        html,
+        tags=MARKDOWN_TAGS,
+        attributes={"a": {"href", "title"}},
+        url_schemes={"http", "https", "mailto"},
+        link_rel="noopener noreferrer nofollow",
+    )
+
+
+def owner_did(address: str | None) -> str | None:
+    return did_for(address, settings.CHAIN_ID) if address else None
+
+
+# --- browsing ------------------------------------------------------------------------------
+
+
+class DatasetFilter(django_filters.FilterSet):
+    search = django_filters.CharFilter(method="filter_search", max_length=200)
+    license = django_filters.ChoiceFilter(choices=LICENSES)
+    tag = django_filters.CharFilter(method="filter_tag", max_length=40)
+    owner = django_filters.CharFilter(method="filter_owner", max_length=80)
+    min_rows = django_filters.NumberFilter(field_name="rows", lookup_expr="gte", min_value=0)
+    max_price_wei = django_filters.NumberFilter(
+        field_name="price_wei", lookup_expr="lte", min_value=0, max_digits=78, decimal_places=0
+    )
+    ordering = django_filters.OrderingFilter(
+        fields=(("created", "created"), ("price_wei", "price_wei"), ("rows", "rows"))
+    )
+
+    class Meta:
+        model = Dataset
+        fields: list[str] = []
+
+    def filter_search(self, queryset, name, value):
+        # Every word must appear somewhere in the title, description, tags or column names.
+        for word in value.lower().split()[:10]:
+            queryset = queryset.filter(search_text__contains=word)
+        return queryset
+
+    def filter_tag(self, queryset, name, value):
+        tag = " ".join(value.strip().lower().split())
+        return queryset.filter(tag_index__contains=f"|{tag}|") if tag else queryset
+
+    def filter_owner(self, queryset, name, value):
+        value = value.strip()
+        if value.lower().startswith("did:ethr:"):
+            value = value.rsplit(":", 1)[-1]
+        return queryset.filter(owner__address__iexact=value)
+
+
+def _validated(filterset: DatasetFilter) -> QuerySet:
+    if not filterset.is_valid():
+        fields = {name: [str(e) for e in errors] for name, errors in filterset.errors.items()}
+        first = next(iter(fields.items()))
+        raise ApplicationError(
+            f"The {first[0].replace('_', ' ')} filter is not valid: {first[1][0]}",
+            {"code": "bad_filter", "fields": fields},
+        )
+    queryset = filterset.qs
+    if not filterset.form.cleaned_data.get("ordering"):
+        queryset = queryset.order_by("-created", "-id")
+    else:
+        queryset = queryset.order_by(*queryset.query.order_by, "-id")
+    return queryset
+
+
+def dataset_list(*, params) -> QuerySet[Dataset]:
+    """Listed datasets, filtered, searched and ordered by the query parameters."""
+    base = (
+        Dataset.objects.filter(status=Status.LISTED).select_related("owner").only(*SUMMARY_FIELDS)
+    )
+    return _validated(DatasetFilter(params, queryset=base))
+
+
+def datasets_of_owner(*, owner: User) -> QuerySet[Dataset]:
+    """Everything the owner uploaded, whatever its status, newest first."""
+    return (
+        Dataset.objects.filter(owner=owner)
+        .select_related("owner")
+        .only(*SUMMARY_FIELDS)
+        .order_by("-created", "-id")
+    )
+
+
+def dataset_summary(dataset: Dataset) -> dict:
+    return {
+        "id": dataset.pk,
+        "title": dataset.title,
+        "excerpt": _excerpt(dataset.description),
+        "license": dataset.license,
+        "tags": dataset.tags,
+        "price_wei": str(dataset.price_wei),
+        "owner": {"address": dataset.owner.address, "did": owner_did(dataset.owner.address)},
+        "rows": dataset.rows,
+        "columns": dataset.column_count,
+        "status": dataset.status,
+        "stage": dataset.stage,
+        "progress": dataset.progress,
+        "status_message": dataset.status_message,
+        "cid": dataset.cid or None,
+        "listing_id": dataset.listing_id,
+        "created": dataset.created.isoformat(),
+        "listed_at": dataset.listed_at.isoformat() if dataset.listed_at else None,
+    }
+
+
+def _excerpt(text: str, limit: int = 200) -> str:
+    plain = " ".join((text or "").replace("#", " ").replace("*", " ").split())
+    return plain if len(plain) <= limit else plain[: limit - 1].rstrip() + "…"
+
+
+# --- one dataset ---------------------------------------------------------------------------
+
+
+def dataset_visible(*, dataset_id: int, viewer) -> Dataset:
+    """A dataset the viewer may see: listed ones for everyone, the others for their owner."""
+    dataset = Dataset.objects.filter(pk=dataset_id).select_related("owner", "parent").first()
+    is_owner = dataset is not None and getattr(viewer, "pk", None) == dataset.owner_id
+    if dataset is None or (dataset.status != Status.LISTED and not is_owner):
+        raise ApplicationError(
+            "No such dataset.", {"code": "not_found"}, status_code=http.HTTP_404_NOT_FOUND
+        )
+    return dataset
+
+
+def _version_link(dataset: Dataset) -> dict:
+    return {
+        "id": dataset.pk,
+        "title": dataset.title,
+        "listing_id": dataset.listing_id,
+        "status": dataset.status,
+    }
+
+
+def dataset_detail(*, dataset: Dataset, viewer) -> dict:
+    is_owner = getattr(viewer, "pk", None) == dataset.owner_id
+    versions = dataset.versions.all() if is_owner else dataset.versions.filter(status=Status.LISTED)
+    return {
+        **dataset_summary(dataset),
+        "description": dataset.description,
+        "description_html": render_markdown(dataset.description),
+        "license_name": LICENSE_NAMES.get(dataset.license, dataset.license),
+        "status_display": dataset.get_status_display(),
+        "stage_display": dataset.get_stage_display(),
+        "is_owner": is_owner,
+        "file_format": dataset.file_format or None,
+        "size_bytes": dataset.size_bytes,
+        "columns": dataset.columns,
+        "column_count": dataset.column_count,
+        "unique_rows": dataset.unique_rows,
+        "quality_warnings": dataset.quality_warnings,
+        "content_sha256": dataset.content_sha256 or None,
+        "encrypted_size": dataset.encrypted_size,
+        "metadata_cid": dataset.metadata_cid or None,
+        "metadata_sha256": dataset.metadata_sha256 or None,
+        "tx_hash": dataset.tx_hash or None,
+        "block_number": dataset.block_number,
+        "confirmed_block": dataset.confirmed_block,
+        "chain_id": settings.CHAIN_ID,
+        "parent": _version_link(dataset.parent) if dataset.parent_id else None,
+        "versions": [_version_link(v) for v in versions.order_by("created")],
+    }
+
+
+def dataset_signing_request(*, dataset: Dataset) -> dict | None:
+    """The EIP-712 typed data the owner signs (eth_signTypedData_v4), with the owner's current
+    nonce. Integers are decimal strings: JSON numbers lose precision above 2^53."""
+    from datasets.services import listing_terms
+
+    if dataset.status != Status.AWAITING_SIGNATURE:
+        return None
+    registry = DatasetRegistry.deployed()
+    typed = registry.listing_typed_data(listing_terms(dataset))
+    message = dict(typed["message"])
+    for key in ("price", "parentId", "nonce", "deadline"):
+        message[key] = str(message[key])
+    return {**typed, "message": message}
+
+
+# --- verification --------------------------------------------------------------------------
+
+
+def _check(name: str, label: str, ok: bool, detail: str) -> dict:
+    return {"name": name, "label": label, "ok": ok, "detail": detail}
+
+
+def dataset_verify(*, dataset: Dataset) -> dict:
+    """Fetch the bytes from IPFS and recompute their hash, read the listing and its DatasetListed
+    event from the chain, and compare all three with our record. Says which checks passed."""
+    if dataset.status != Status.LISTED or dataset.listing_id is None:
+        raise ApplicationError(
+            "Only listed datasets can be verified.",
+            {"code": "not_listed"},
+            status_code=http.HTTP_409_CONFLICT,
+        )
+    checks = []
+    owner = Web3.to_checksum_address(dataset.owner.address)
+
+    try:
+        sha256, size = cat_sha256(dataset.cid)
+        same = sha256 == dataset.content_sha256
+        checks.append(
+            _check(
+                "ipfs_content",
+                "The bytes on IPFS match the recorded hash",
+                same,
+                f"{size:,} bytes under {dataset.cid} hash to {sha256}"
+                + ("" if same else f", but the record says {dataset.content_sha256}"),
+            )
+        )
+    except (IpfsUnavailable, IpfsError) as exc:
+        sha256 = None
+        checks.append(
+            _check("ipfs_content", "The bytes on IPFS match the recorded hash", False, str(exc))
+        )
+
+    event = None
+    try:
+        registry = DatasetRegistry.deployed()
+        listing = registry.listing(dataset.listing_id)
+        problems = []
+        if Web3.to_checksum_address(listing.owner) != owner:
+            problems.append(f"owner is {listing.owner}, not {owner}")
+        if listing.price_wei != int(dataset.price_wei):
+            problems.append(f"price is {listing.price_wei} wei, not {dataset.price_wei}")
+        if listing.delisted:
+            problems.append("it was delisted")
+        checks.append(
+            _check(
+                "chain_listing",
+                "The registry holds the listing with this owner and price",
+                not problems,
+                "; ".join(problems)
+                or f"listing {listing.listing_id}: owner {listing.owner}, {listing.price_wei} wei",
+            )
+        )
+        event = registry.listed_event(dataset.listing_id)
+        if event is None:
+            checks.append(
+                _check(
+                    "chain_event",
+                    "The DatasetListed event names this CID and these hashes",
+                    False,
+                    f"no DatasetListed event for listing {dataset.listing_id} on chain",
+                )
+            )
+        else:
+            args = event.args
+            expected = {
+                "cid": dataset.cid,
+                "contentHash": "0x" + dataset.content_sha256,
+                "metadataHash": "0x" + dataset.metadata_sha256,
+                "license": dataset.license,
+                "price": int(dataset.price_wei),
+                "parentId": dataset.parent.listing_id if dataset.parent_id else 0,
+            }
+            problems = [
+                f"{key} is {args[key]!r}, the record says {value!r}"
+                for key, value in expected.items()
+                if args[key] != value
+            ]
+            if Web3.to_checksum_address(args["owner"]) != owner:
+                problems.append(f"owner is {args['owner']}")
+            if sha256 is not None and args["contentHash"] != "0x" + sha256:
+                problems.append("its content hash is not the hash of the bytes on IPFS")
+            if dataset.tx_hash and event.tx_hash != dataset.tx_hash:
+                problems.append(f"it was emitted by {event.tx_hash}, not {dataset.tx_hash}")
+            checks.append(
+                _check(
+                    "chain_event",
+                    "The DatasetListed event names this CID and these hashes",
+                    not problems,
+                    "; ".join(problems)
+                    or f"block {event.block_number}, transaction {event.tx_hash}",
+                )
+            )
+    except (ChainUnavailable, ChainMisconfigured, OSError) as exc:
+        checks.append(_check("chain_listing", "The chain can be read", False, str(exc)))
+    except Exception as exc:  # a revert such as UnknownListing: the chain does not have it
+        checks.append(
+            _check(
+                "chain_listing",
+                "The registry holds the listing with this owner and price",
+                False,
+                f"the registry does not know listing {dataset.listing_id} ({type(exc).__name__})",
+            )
+        )
+
+    metadata_hash = (
+        str(event.args["metadataHash"]).removeprefix("0x") if event else dataset.metadata_sha256
+    )
+    try:
+        metadata_cid = raw_cid_for_sha256(metadata_hash)
+        digest, _ = cat_sha256(metadata_cid)
+        checks.append(
+            _check(
+                "metadata",
+                "The metadata on IPFS matches the on-chain metadata hash",
+                digest == metadata_hash,
+                f"{metadata_cid} hashes to {digest}",
+            )
+        )
+    except (IpfsUnavailable, IpfsError, ValueError) as exc:
+        checks.append(
+            _check(
+                "metadata",
+                "The metadata on IPFS matches the on-chain metadata hash",
+                False,
+                str(exc),
+            )
+        )
+    return {
+        "dataset": dataset.pk,
+        "ok": all(c["ok"] for c in checks),
+        "checks": checks,
+        "checked_at": datetime.now(UTC).isoformat(),
+    }
+
+
+def search_terms(params) -> dict:
+    """The filters a browse page shows back to its visitor."""
+    keys = ("search", "license", "tag", "owner", "min_rows", "max_price_wei", "ordering")
+    return {key: params.get(key, "") for key in keys}
+
+
+def no_filters(params) -> bool:
+    return not any(v for k, v in search_terms(params).items() if k != "ordering")

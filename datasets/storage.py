@@ -1,0 +1,121 @@
+"""The IPFS side of a listing: pin a file, read it back by CID, unpin. Connection problems
+become marketplace.ipfs.IpfsUnavailable (transient: the task retries); anything else the node
+answers is an IpfsError."""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+
+import base58
+
+from marketplace.ipfs import IpfsUnavailable, ipfs_client
+
+with warnings.catch_warnings():
+    warnings.simplefilter("ignore")
+    from ipfshttpclient import exceptions as ipfs_errors
+
+_TRANSIENT = (
+    ipfs_errors.ConnectionError,
+    ipfs_errors.TimeoutError,
+    ipfs_errors.ProtocolError,
+    ipfs_errors.StatusError,
+)
+
+
+class IpfsError(Exception):
+    """The node answered, but not as expected (e.g. the bytes read back differ)."""
+
+
+def _transient(exc: Exception) -> IpfsUnavailable:
+    return IpfsUnavailable(f"the IPFS node did not answer: {exc}")
+
+
+def pin_file(path: Path, *, raw_single_block: bool = False) -> str:
+    """Add and pin a file; returns its CID. `raw_single_block`: CIDv1 with raw leaves in one
+    block (up to 1 MiB), so the CID is the file's sha-256 (see `raw_cid_for_sha256`)."""
+    options = {"cid_version": 1, "raw_leaves": True, "chunker": "size-1048576"}
+    try:
+        with ipfs_client() as client:
+            answer = client.add(str(path), pin=True, **(options if raw_single_block else {}))
+    except ipfs_errors.ErrorResponse as exc:
+        raise IpfsError(f"the IPFS node refused to add the file: {exc}") from exc
+    except _TRANSIENT as exc:
+        raise _transient(exc) from exc
+    return answer["Hash"]
+
+
+def iter_cat(cid: str) -> Iterator[bytes]:
+    try:
+        with ipfs_client() as client:
+            yield from client.cat(cid, stream=True)
+    except ipfs_errors.ErrorResponse as exc:
+        raise IpfsError(f"the IPFS node cannot give {cid}: {exc}") from exc
+    except _TRANSIENT as exc:
+        raise _transient(exc) from exc
+
+
+def cat_sha256(cid: str) -> tuple[str, int]:
+    """(sha-256 hex, length) of the bytes the node returns for `cid`, read as a stream."""
+    digest, length = hashlib.sha256(), 0
+    for chunk in iter_cat(cid):
+        digest.update(chunk)
+        length += len(chunk)
+    return digest.hexdigest(), length
+
+
+def unpin(cid: str) -> None:
+    """Unpin `cid`; one that is not pinned (any more) is fine."""
+    if not cid:
+        return
+    try:
+        with ipfs_client() as client:
+            client.pin.rm(cid)
+    except ipfs_errors.ErrorResponse as exc:
+        if "not pinned" not in str(exc):
+            raise IpfsError(f"the IPFS node refused to unpin {cid}: {exc}") from exc
+    except _TRANSIENT as exc:
+        raise _transient(exc) from exc
+
+
+def pinned_cids() -> set[str]:
+    try:
+        with ipfs_client() as client:
+            return {normalize_cid(c) for c in client.pin.ls(type="recursive")["Keys"]}
+    except _TRANSIENT as exc:
+        raise _transient(exc) from exc
+
+
+# --- CIDs -------------------------------------------------------------------------------------
+
+_RAW_SHA256_PREFIX = bytes([0x01, 0x55, 0x12, 0x20])  # CIDv1, raw codec, sha2-256, 32 bytes
+
+
+def cid_bytes(cid: str) -> bytes:
+    """The binary CID behind a text CID, whatever multibase it is written in (kubo answers in
+    base32, js-ipfs in base58btc); CIDv0 (Qm...) is its multihash."""
+    if cid.startswith("Qm"):
+        return base58.b58decode(cid)
+    if cid.startswith("z"):
+        return base58.b58decode(cid[1:])
+    if cid.startswith("b"):
+        body = cid[1:].upper()
+        return base64.b32decode(body + "=" * (-len(body) % 8))
+    raise ValueError(f"unsupported CID encoding: {cid[:8]}…")
+
+
+def normalize_cid(cid: str) -> str:
+    """CIDv1 in base32 (the canonical text form); CIDv0 unchanged."""
+    if cid.startswith("Qm"):
+        return cid
+    return "b" + base64.b32encode(cid_bytes(cid)).decode().lower().rstrip("=")
+
+
+def raw_cid_for_sha256(sha256_hex: str) -> str:
+    """The CIDv1 (raw, sha2-256) of a single-block file whose sha-256 is `sha256_hex`: with it,
+    a 32-byte hash on-chain names a document on IPFS."""
+    raw = _RAW_SHA256_PREFIX + bytes.fromhex(sha256_hex)
+    return "b" + base64.b32encode(raw).decode().lower().rstrip("=")

@@ -1,0 +1,191 @@
+"""Dataset pages: browse, upload, my datasets, detail. They call the same selectors and services
+as the API; the detail page signs and verifies through the API from the browser."""
+
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.auth.decorators import login_required
+from django.core.paginator import Paginator
+from django.http import Http404
+from django.shortcuts import redirect, render
+from django.template.defaultfilters import filesizeformat
+
+from datasets import selectors, services
+from datasets.api import upload_size_refusal
+from datasets.forms import DatasetUploadForm
+from datasets.models import LICENSES, Dataset
+from marketplace.errors import ApplicationError
+
+ORDERINGS = [
+    ("-created", "Newest first"),
+    ("created", "Oldest first"),
+    ("price_wei", "Price: low to high"),
+    ("-price_wei", "Price: high to low"),
+    ("-rows", "Most rows"),
+    ("rows", "Fewest rows"),
+]
+CHART_WIDTH, CHART_HEIGHT = 240, 72
+
+
+def browse(request):
+    error = None
+    try:
+        queryset = selectors.dataset_list(params=request.GET)
+    except ApplicationError as exc:
+        queryset, error = Dataset.objects.none(), exc.message
+    page = Paginator(queryset, 20).get_page(request.GET.get("page"))
+    query = request.GET.copy()
+    query.pop("page", None)
+    return render(
+        request,
+        "datasets/browse.html",
+        {
+            "page": page,
+            "datasets": [selectors.dataset_summary(d) for d in page],
+            "filters": selectors.search_terms(request.GET),
+            "filtered": not selectors.no_filters(request.GET),
+            "licenses": LICENSES,
+            "orderings": ORDERINGS,
+            "error": error,
+            "query": query.urlencode(),
+        },
+    )
+
+
+@login_required
+def upload(request):
+    parents = Dataset.objects.filter(owner=request.user, status=Dataset.Status.LISTED)
+    if request.method != "POST":
+        return render(
+            request,
+            "datasets/upload.html",
+            {"form": DatasetUploadForm(parents=parents), **_limits()},
+        )
+    form = DatasetUploadForm(request.POST, request.FILES, parents=parents)
+    refusal = upload_size_refusal(request)
+    if refusal is not None:
+        form.is_valid()
+        form.errors.pop("file", None)
+        form.add_error("file", refusal.message)
+    elif form.is_valid():
+        values = form.cleaned_data
+        try:
+            dataset = services.dataset_create(
+                owner=request.user,
+                upload=values["file"],
+                original_filename=values["file"].name,
+                title=values["title"],
+                description=values["description"],
+                license=values["license"],
+                price_wei=values["price_wei"],
+                tags=values["tags"],
+                parent_id=values["parent"],
+            )
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            return redirect("datasets-detail", pk=dataset.pk)
+    return render(request, "datasets/upload.html", {"form": form, **_limits()}, status=400)
+
+
+def _limits() -> dict:
+    return {
+        "max_upload": filesizeformat(settings.DATASET_MAX_UPLOAD_BYTES),
+        "max_columns": settings.DATASET_MAX_COLUMNS,
+    }
+
+
+@login_required
+def mine(request):
+    page = Paginator(selectors.datasets_of_owner(owner=request.user), 50).get_page(
+        request.GET.get("page")
+    )
+    return render(
+        request,
+        "datasets/mine.html",
+        {"page": page, "datasets": [selectors.dataset_summary(d) for d in page]},
+    )
+
+
+def detail(request, pk: int):
+    try:
+        dataset = selectors.dataset_visible(dataset_id=pk, viewer=request.user)
+    except ApplicationError:
+        raise Http404("No such dataset.") from None
+    body = selectors.dataset_detail(dataset=dataset, viewer=request.user)
+    for column in body["columns"]:
+        column["chart"] = column_chart(column)
+    return render(
+        request,
+        "datasets/detail.html",
+        {
+            "dataset": body,
+            "live": dataset.status
+            in (
+                Dataset.Status.PROCESSING,
+                Dataset.Status.REGISTERING,
+                Dataset.Status.AWAITING_SIGNATURE,
+            ),
+            "warning_columns": {w.get("column") for w in body["quality_warnings"]},
+        },
+    )
+
+
+def column_chart(column: dict) -> dict | None:
+    """Bars of an inline SVG: a histogram of numbers, or the most frequent values."""
+    histogram = column.get("histogram")
+    if histogram and sum(histogram["counts"]):
+        counts = histogram["counts"]
+        peak, width = max(counts), CHART_WIDTH / len(counts)
+        bars = []
+        for i, count in enumerate(counts):
+            height = round((CHART_HEIGHT - 14) * count / peak, 1)
+            low, high = histogram["edges"][i], histogram["edges"][i + 1]
+            bars.append(
+                {
+                    "x": round(i * width + 1, 1),
+                    "y": round(CHART_HEIGHT - 14 - height, 1),
+                    "w": round(width - 2, 1),
+                    "h": height,
+                    "title": f"{_short(low)} – {_short(high)}: {count}",
+                }
+            )
+        return {
+            "kind": "histogram",
+            "bars": bars,
+            "low": _short(histogram["edges"][0]),
+            "high": _short(histogram["edges"][-1]),
+            "sampled": column.get("histogram_sampled", False),
+            "width": CHART_WIDTH,
+            "height": CHART_HEIGHT,
+        }
+    top = column.get("top_values") or []
+    if top:
+        shown = top[:5]
+        peak = max(v["count"] for v in shown) or 1
+        rows = []
+        for i, item in enumerate(shown):
+            rows.append(
+                {
+                    "y": i * 16,
+                    "w": round(max(2, 120 * item["count"] / peak), 1),
+                    "label": str(item["value"])[:24],
+                    "count": item["count"],
+                }
+            )
+        return {
+            "kind": "top",
+            "rows": rows,
+            "width": CHART_WIDTH,
+            "height": 16 * len(rows),
+            "exact": column.get("top_values_exact", True),
+        }
+    return None
+
+
+def _short(value: float) -> str:
+    if value is None:
+        return ""
+    if abs(value) >= 1e5 or (0 < abs(value) < 1e-3):
+        return f"{value:.3g}"
+    return f"{value:,.4g}" if value != int(value) else f"{int(value):,}"

@@ -1,0 +1,163 @@
+"""Envelope encryption of dataset files: AES-256-GCM under a fresh data key per dataset, the data
+key stored wrapped (AES-256-GCM) by the marketplace's master key.
+
+A file is encrypted in chunks, so memory stays bounded whatever its size:
+
+    header  = MAGIC (8 bytes) | chunk size (4 bytes, big-endian) | nonce prefix (7 random bytes)
+    chunk i = AES-GCM(key, nonce = prefix | i (4 bytes) | final flag (1 byte),
+                      plaintext chunk, associated data = header | i (8 bytes) | final flag)
+
+Every chunk but the last holds exactly `chunk size` plaintext bytes; the last one is flagged final
+(and may be empty). Reordered, duplicated, dropped or truncated chunks, a flipped bit anywhere and a
+wrong key all fail authentication, so a decryption either yields the exact plaintext or raises.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import struct
+from collections.abc import Iterator
+from typing import BinaryIO
+
+from cryptography.exceptions import InvalidTag
+from cryptography.hazmat.primitives.ciphers.aead import AESGCM
+
+MAGIC = b"DMKTENC1"
+HEADER = struct.Struct(">8sI7s")
+CHUNK_SIZE = 1024 * 1024
+TAG_SIZE = 16
+KEY_SIZE = 32
+# At most 2^32 chunks per file (the counter is 4 bytes): 4 PiB with 1 MiB chunks.
+MAX_CHUNKS = 2**32
+WRAP_VERSION = 1
+WRAP_NONCE_SIZE = 12
+
+
+class DecryptionError(Exception):
+    """The ciphertext, the key or the wrapped key is not authentic (tampered, truncated, wrong)."""
+
+
+def new_data_key() -> bytes:
+    return AESGCM.generate_key(bit_length=256)
+
+
+def wrap_data_key(data_key: bytes, master_key: bytes, *, context: bytes = b"") -> bytes:
+    """The data key encrypted under the master key; `context` (e.g. b"dataset:42") must be given
+    again to unwrap, so a wrapped key cannot be moved to another record."""
+    if len(data_key) != KEY_SIZE or len(master_key) != KEY_SIZE:
+        raise ValueError("data and master keys must be 32 bytes")
+    nonce = os.urandom(WRAP_NONCE_SIZE)
+    aad = bytes([WRAP_VERSION]) + context
+    return bytes([WRAP_VERSION]) + nonce + AESGCM(master_key).encrypt(nonce, data_key, aad)
+
+
+def unwrap_data_key(wrapped: bytes, master_key: bytes, *, context: bytes = b"") -> bytes:
+    wrapped = bytes(wrapped)
+    if len(wrapped) != 1 + WRAP_NONCE_SIZE + KEY_SIZE + TAG_SIZE or wrapped[0] != WRAP_VERSION:
+        raise DecryptionError("the wrapped data key is malformed")
+    nonce, sealed = wrapped[1 : 1 + WRAP_NONCE_SIZE], wrapped[1 + WRAP_NONCE_SIZE :]
+    try:
+        return AESGCM(master_key).decrypt(nonce, sealed, bytes([WRAP_VERSION]) + context)
+    except InvalidTag:
+        raise DecryptionError(
+            "the data key does not unwrap: another master key, another record, or tampered"
+        ) from None
+
+
+def _nonce(prefix: bytes, index: int, final: bool) -> bytes:
+    return prefix + struct.pack(">IB", index, 1 if final else 0)
+
+
+def _aad(header: bytes, index: int, final: bool) -> bytes:
+    return header + struct.pack(">QB", index, 1 if final else 0)
+
+
+def _read_exactly(src: BinaryIO, size: int) -> bytes:
+    """Up to `size` bytes, fewer only at the end of the stream (files and sockets alike)."""
+    parts, remaining = [], size
+    while remaining:
+        part = src.read(remaining)
+        if not part:
+            break
+        parts.append(part)
+        remaining -= len(part)
+    return b"".join(parts)
+
+
+def encrypt_stream(
+    src: BinaryIO, dst: BinaryIO, data_key: bytes, *, chunk_size: int = CHUNK_SIZE
+) -> tuple[int, str]:
+    """Encrypt `src` into `dst`; returns (ciphertext bytes written, sha-256 hex of them)."""
+    if not 0 < chunk_size < 2**32 - TAG_SIZE:
+        raise ValueError("chunk_size out of range")
+    aead = AESGCM(data_key)
+    header = HEADER.pack(MAGIC, chunk_size, os.urandom(7))
+    prefix = header[-7:]
+    digest = hashlib.sha256(header)
+    dst.write(header)
+    written = len(header)
+    index = 0
+    current = _read_exactly(src, chunk_size)
+    while True:
+        following = _read_exactly(src, chunk_size) if len(current) == chunk_size else b""
+        final = not following
+        if index >= MAX_CHUNKS:
+            raise ValueError("the file is too large to encrypt with this chunk size")
+        sealed = aead.encrypt(_nonce(prefix, index, final), current, _aad(header, index, final))
+        dst.write(sealed)
+        digest.update(sealed)
+        written += len(sealed)
+        if final:
+            return written, digest.hexdigest()
+        current, index = following, index + 1
+
+
+def iter_decrypt(src: BinaryIO, data_key: bytes) -> Iterator[bytes]:
+    """Yield the plaintext chunk by chunk. Each chunk is authentic when yielded; a truncated
+    stream raises DecryptionError at its end, so a consumer must then discard everything."""
+    header = _read_exactly(src, HEADER.size)
+    if len(header) != HEADER.size:
+        raise DecryptionError("the ciphertext is shorter than its header")
+    magic, chunk_size, prefix = HEADER.unpack(header)
+    if magic != MAGIC:
+        raise DecryptionError("not a marketplace ciphertext (unknown header)")
+    aead = AESGCM(data_key)
+    index = 0
+    while True:
+        sealed = _read_exactly(src, chunk_size + TAG_SIZE)
+        if len(sealed) < TAG_SIZE:
+            raise DecryptionError("the ciphertext is truncated: its final chunk is missing")
+        # Only a full-size chunk can be followed by another one.
+        final = len(sealed) < chunk_size + TAG_SIZE
+        try:
+            plain = aead.decrypt(_nonce(prefix, index, final), sealed, _aad(header, index, final))
+        except InvalidTag:
+            if final:
+                raise DecryptionError(
+                    f"chunk {index} is not authentic (tampered, truncated or wrong key)"
+                ) from None
+            # A full-size chunk may also be the final one (plaintext a multiple of chunk_size).
+            try:
+                plain = aead.decrypt(_nonce(prefix, index, True), sealed, _aad(header, index, True))
+            except InvalidTag:
+                raise DecryptionError(
+                    f"chunk {index} is not authentic (tampered, reordered or wrong key)"
+                ) from None
+            final = True
+        yield plain
+        if final:
+            if src.read(1):
+                raise DecryptionError("the ciphertext has data after its final chunk")
+            return
+        index += 1
+
+
+def decrypt_stream(src: BinaryIO, dst: BinaryIO, data_key: bytes) -> int:
+    """Decrypt `src` into `dst`; returns the plaintext length. On DecryptionError, whatever was
+    written to `dst` must be discarded."""
+    written = 0
+    for plain in iter_decrypt(src, data_key):
+        dst.write(plain)
+        written += len(plain)
+    return written
