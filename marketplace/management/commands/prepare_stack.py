@@ -37,3 +37,7 @@ class Command(BaseCommand):
         )
         call_command("migrate", interactive=False, verbosity=1)
         call_command("deploy_contracts")
+        from datasets.models import Dataset
+
+        if settings.CHAIN_ID == settings.DEV_CHAIN_ID and not Dataset.objects.exists():
+            call_command("seed_demo")  # a fresh development stack shows real listings
