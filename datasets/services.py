@@ -443,7 +443,7 @@ def dataset_process(*, dataset_id: int) -> None:
     if normalize_cid(metadata_cid) != raw_cid_for_sha256(metadata_sha256):
         raise IpfsError(f"the metadata was stored as {metadata_cid}, not as one raw block")
 
-    wrapped = wrap_data_key(data_key, settings.MASTER_KEY, context=_key_context(dataset_id))
+    wrapped = wrap_data_key(data_key, settings.MASTER_KEY, context=dataset_key_context(dataset_id))
     try:
         with transaction.atomic():
             moved = Dataset.objects.filter(pk=dataset_id, status=Status.PROCESSING).update(
@@ -504,7 +504,8 @@ def _duplicate_reason(dataset: Dataset, duplicate: Dataset) -> str:
     )
 
 
-def _key_context(dataset_id: int) -> bytes:
+def dataset_key_context(dataset_id: int) -> bytes:
+    """What a dataset's wrapped data key is bound to (the training worker unwraps with it)."""
     return f"dataset:{dataset_id}".encode()
 
 
