@@ -30,12 +30,14 @@ import pyarrow.parquet as pq
 from datasketch import MinHash
 
 READ_CHUNK = 1024 * 1024
-CSV_BLOCK_SIZE = 4 * 1024 * 1024  # > the longest line allowed, so a row never straddles blocks
+# Arrow reads some 36 blocks ahead: the block size bounds the parser's memory. A block holds at
+# least two of the longest lines allowed, so a row never straddles blocks.
+CSV_BLOCK_SIZE = 2 * 1024 * 1024
 PARQUET_BATCH_ROWS = 65_536
 SAMPLE_ROWS = 5_000  # uniform row sample: histograms, value-pattern checks
 TOP_VALUES = 10
 EXACT_COUNT_LIMIT = 10_000  # distinct values counted exactly per column up to this many
-ROW_HASH_LIMIT = 16_000_000  # row hashes kept for exact duplicate counting (8 bytes each)
+ROW_HASH_LIMIT = 8_000_000  # row hashes kept for exact duplicate counting (8 bytes each)
 HISTOGRAM_BINS = 12
 MINHASH_PERMUTATIONS = 128
 MINHASH_SEED = 20240607
@@ -351,7 +353,8 @@ class _ColumnStats:
     formula_cells: int = 0
     formula_examples: list[str] = field(default_factory=list)
 
-    def add(self, column: pa.Array, hashes: np.ndarray) -> None:
+    def add(self, column: pa.Array, hashes: np.ndarray, tally=None) -> None:
+        """`tally`: (distinct values, their counts) when the caller has them already."""
         valid = column.drop_null() if column.null_count else column
         self.nulls += column.null_count
         self.count += len(valid)
@@ -359,16 +362,15 @@ class _ColumnStats:
             return
         self.hll.add(hashes[column.is_valid().to_numpy(zero_copy_only=False)])
         if self.counts is not None:
-            value_counts = pc.value_counts(valid)
-            if (
-                len(self.counts) + len(value_counts) > EXACT_COUNT_LIMIT * 4
-                and len(value_counts) > EXACT_COUNT_LIMIT
-            ):
+            if tally is None:
+                value_counts = pc.value_counts(valid)
+                tally = (value_counts.field("values"), value_counts.field("counts"))
+            values, tallies = tally
+            if len(values) > EXACT_COUNT_LIMIT:
                 self.counts = None
             else:
-                values = value_counts.field("values").to_pylist()
-                tallies = value_counts.field("counts").to_pylist()
-                self.counts.update(dict(zip(values, tallies, strict=True)))
+                tallies = tallies.to_pylist() if isinstance(tallies, pa.Array) else tallies
+                self.counts.update(dict(zip(values.to_pylist(), tallies, strict=True)))
                 if len(self.counts) > EXACT_COUNT_LIMIT:
                     self.counts = None
         if self.label in {"integer", "float", "timestamp", "date", "time", "duration"}:
@@ -392,20 +394,47 @@ class _ColumnStats:
                 self.minimum = low if self.minimum is None else min(self.minimum, low)
                 self.maximum = high if self.maximum is None else max(self.maximum, high)
         elif self.label == "string":
-            lengths = pc.min_max(pc.utf8_length(valid))
+            # On the distinct values when the caller has them, weighted by their counts.
+            values, weights = tally if tally is not None else (valid, None)
+            lengths = pc.min_max(pc.utf8_length(values))
             low, high = lengths["min"].as_py(), lengths["max"].as_py()
             self.min_length = low if self.min_length is None else min(self.min_length, low)
             self.max_length = high if self.max_length is None else max(self.max_length, high)
             formulas = pc.and_(
-                pc.match_substring_regex(valid, r"^[=+\-@\t\r]"),
-                pc.invert(pc.match_substring_regex(valid, NUMBER_PATTERN.pattern)),
+                pc.match_substring_regex(values, r"^[=+\-@\t\r]"),
+                pc.invert(pc.match_substring_regex(values, NUMBER_PATTERN.pattern)),
             )
-            found = pc.sum(formulas).as_py() or 0
+            flags = formulas.to_numpy(zero_copy_only=False)
+            found = int(flags.sum() if weights is None else np.asarray(weights)[flags].sum())
             if found:
                 self.formula_cells += found
                 if len(self.formula_examples) < 3:
-                    examples = pc.filter(valid, formulas).slice(0, 3).to_pylist()
+                    examples = pc.filter(values, formulas).slice(0, 3).to_pylist()
                     self.formula_examples.extend(examples[: 3 - len(self.formula_examples)])
+
+
+NULL_HASH = np.uint64(0x5BD1E9955BD1E995)
+
+
+def _column_hashes(column: pa.Array) -> tuple[np.ndarray, tuple | None]:
+    """A 64-bit hash per cell, and for text columns the distinct values with their counts.
+    Text is dictionary-encoded first, so each distinct value is hashed once."""
+    if not (
+        pa.types.is_string(column.type)
+        or pa.types.is_large_string(column.type)
+        or pa.types.is_binary(column.type)
+        or pa.types.is_large_binary(column.type)
+    ):
+        return pd.util.hash_array(column.to_numpy(zero_copy_only=False), categorize=False), None
+    encoded = pc.dictionary_encode(column)
+    dictionary = encoded.dictionary
+    table = np.append(
+        pd.util.hash_array(dictionary.to_numpy(zero_copy_only=False), categorize=False),
+        NULL_HASH,
+    )
+    indices = pc.fill_null(encoded.indices, len(dictionary)).to_numpy(zero_copy_only=False)
+    counts = np.bincount(indices, minlength=len(dictionary) + 1)[: len(dictionary)]
+    return table[indices], (dictionary, counts.tolist())
 
 
 def _combine_row_hashes(column_hashes: list[np.ndarray], rows: int) -> np.ndarray:
@@ -440,14 +469,18 @@ class _RowSample:
         self.table, self.keys = merged.combine_chunks(), merged_keys
 
 
-def _open_csv(path: Path, delimiter: str, column_types: dict, bad_rows: list) -> Iterator:
+def _open_csv(
+    path: Path, delimiter: str, column_types: dict, bad_rows: list, limits: Limits
+) -> Iterator:
     def on_invalid_row(row) -> str:
         bad_rows.append(row)
         return "error"
 
     return pcsv.open_csv(
         str(path),
-        read_options=pcsv.ReadOptions(block_size=CSV_BLOCK_SIZE, use_threads=True),
+        read_options=pcsv.ReadOptions(
+            block_size=max(CSV_BLOCK_SIZE, 2 * limits.max_line_bytes), use_threads=False
+        ),
         parse_options=pcsv.ParseOptions(
             delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid_row
         ),
@@ -487,7 +520,7 @@ def _csv_batches(
     for _attempt in range(2 * limits.max_columns + 1):
         bad_rows: list = []
         try:
-            reader = _open_csv(path, delimiter, column_types, bad_rows)
+            reader = _open_csv(path, delimiter, column_types, bad_rows, limits)
         except pa.ArrowInvalid as exc:
             if bad_rows:
                 raise InputRejected(_ragged_row_message(path, bad_rows[0]), "ragged_rows") from None
@@ -607,7 +640,7 @@ def _profile_rows(
     )
     row_hll = _HyperLogLog(14)
     row_hashes: list[np.ndarray] | None = []
-    rows = 0
+    rows = kept = 0
     last_report = 0.0
     for batch in batches:
         if batch.num_rows == 0:
@@ -617,20 +650,22 @@ def _profile_rows(
             for column in batch.columns
         ]
         batch = pa.RecordBatch.from_arrays(columns, names=schema.names)
-        hashes = [
-            pd.util.hash_array(column.to_numpy(zero_copy_only=False), categorize=False)
-            for column in columns
-        ]
-        for column_stats, column, column_hashes in zip(stats, columns, hashes, strict=True):
-            column_stats.add(column, column_hashes)
+        hashed = [_column_hashes(column) for column in columns]
+        hashes = [column_hashes for column_hashes, _ in hashed]
+        for column_stats, column, (column_hashes, tally) in zip(
+            stats, columns, hashed, strict=True
+        ):
+            column_stats.add(column, column_hashes, tally)
         combined = _combine_row_hashes(hashes, batch.num_rows)
         row_hll.add(combined)
         if row_hashes is not None:
-            row_hashes.append(np.unique(combined))
-            if sum(len(h) for h in row_hashes) > ROW_HASH_LIMIT:
+            row_hashes.append(combined)
+            kept += len(combined)
+            if kept > ROW_HASH_LIMIT:
                 row_hashes = None
-        for start in range(0, len(combined), 8192):
-            minhash.update_batch(combined[start : start + 8192])
+        if row_hashes is None:  # too many rows to keep: MinHash as the rows stream by
+            for start in range(0, len(combined), 8192):
+                minhash.update_batch(combined[start : start + 8192])
         sample.add(batch)
         rows += batch.num_rows
         now = time.monotonic()
@@ -639,7 +674,15 @@ def _profile_rows(
             last_report = now
     if rows == 0:
         raise InputRejected("The file has a header but no rows.", "no_rows")
-    unique = np.unique(np.concatenate(row_hashes)) if row_hashes is not None else None
+    unique = None
+    if row_hashes is not None:
+        every = np.concatenate(row_hashes)
+        del row_hashes
+        every.sort()
+        unique = every[np.concatenate(([True], every[1:] != every[:-1]))]
+        del every
+        for start in range(0, len(unique), 8192):  # once per distinct row
+            minhash.update_batch(unique[start : start + 8192])
     return _RowsResult(schema, rows, stats, sample.table, unique, row_hll, minhash)
 
 

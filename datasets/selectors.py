@@ -3,6 +3,7 @@ typed data an owner signs, and verification against IPFS and the chain."""
 
 from __future__ import annotations
 
+import html
 from datetime import UTC, datetime
 
 import django_filters
@@ -10,6 +11,7 @@ import markdown as markdown_lib
 import nh3
 from django.conf import settings
 from django.db.models import QuerySet
+from django.utils.html import strip_tags
 from rest_framework import status as http
 from web3 import Web3
 
@@ -146,7 +148,7 @@ def dataset_summary(dataset: Dataset) -> dict:
 
 
 def _excerpt(text: str, limit: int = 200) -> str:
-    plain = " ".join((text or "").replace("#", " ").replace("*", " ").split())
+    plain = " ".join(html.unescape(strip_tags(render_markdown(text[:2000]))).split())
     return plain if len(plain) <= limit else plain[: limit - 1].rstrip() + "…"
 
 
