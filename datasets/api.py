@@ -82,14 +82,16 @@ class DatasetListApi(APIView):
             return [permissions.AllowAny()]
         return [permissions.IsAuthenticated()]
 
-    @extend_schema(parameters=LIST_PARAMETERS, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="datasets_list", parameters=LIST_PARAMETERS, responses=OpenApiTypes.OBJECT
+    )
     def get(self, request):
         queryset = selectors.dataset_list(params=request.query_params)
         paginator = DatasetPagination()
         page = paginator.paginate_queryset(queryset, request, view=self)
         return paginator.get_paginated_response([selectors.dataset_summary(d) for d in page])
 
-    @extend_schema(request=UploadInput, responses={201: Created})
+    @extend_schema(operation_id="datasets_create", request=UploadInput, responses={201: Created})
     def post(self, request):
         data = request.data  # parses the upload (streamed to disk)
         refusal = upload_size_refusal(request._request)
@@ -119,7 +121,7 @@ class DatasetListApi(APIView):
 class DatasetMineApi(APIView):
     """The signed-in owner's datasets, whatever their status."""
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(operation_id="datasets_mine", responses=OpenApiTypes.OBJECT)
     def get(self, request):
         paginator = DatasetPagination()
         page = paginator.paginate_queryset(
@@ -131,7 +133,7 @@ class DatasetMineApi(APIView):
 class DatasetDetailApi(APIView):
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(operation_id="datasets_retrieve", responses=OpenApiTypes.OBJECT)
     def get(self, request, pk: int):
         dataset = selectors.dataset_visible(dataset_id=pk, viewer=request.user)
         body = selectors.dataset_detail(dataset=dataset, viewer=request.user)
@@ -149,7 +151,9 @@ class DatasetSignatureApi(APIView):
     class SignatureInput(serializers.Serializer):
         signature = serializers.CharField(max_length=200)
 
-    @extend_schema(request=SignatureInput, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="datasets_signature", request=SignatureInput, responses=OpenApiTypes.OBJECT
+    )
     def post(self, request, pk: int):
         form = self.SignatureInput(data=request.data)
         form.is_valid(raise_exception=True)
@@ -164,7 +168,7 @@ class DatasetVerifyApi(APIView):
 
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(request=None, responses=OpenApiTypes.OBJECT)
+    @extend_schema(operation_id="datasets_verify", request=None, responses=OpenApiTypes.OBJECT)
     def post(self, request, pk: int):
         dataset = selectors.dataset_visible(dataset_id=pk, viewer=request.user)
         return Response(selectors.dataset_verify(dataset=dataset))
