@@ -1,5 +1,7 @@
 from django.db import models
 
+from marketplace.fields import WeiField
+
 
 class Deployment(models.Model):
     """Where one of our contracts lives on one chain (the deploy command writes these)."""
@@ -56,7 +58,7 @@ class ChainTransaction(models.Model):
     sender = models.CharField(max_length=42)
     nonce = models.PositiveBigIntegerField()
     to = models.CharField(max_length=42, blank=True)
-    value_wei = models.DecimalField(max_digits=78, decimal_places=0, default=0)
+    value_wei = WeiField(default=0)
     raw = models.TextField(help_text="The signed transaction, so a retry re-broadcasts it as is.")
     tx_hash = models.CharField(max_length=66, unique=True)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SIGNED)

@@ -233,3 +233,7 @@ DATASET_PROCESS_SOFT_TIME_LIMIT = env_int("DATASET_PROCESS_SOFT_TIME_LIMIT", 180
 DATASET_PROCESS_TIME_LIMIT = DATASET_PROCESS_SOFT_TIME_LIMIT + 60
 DATASET_REGISTER_SOFT_TIME_LIMIT = 180
 DATASET_REGISTER_TIME_LIMIT = 240
+
+# Training runs ----------------------------------------------------------------------------------
+# A run that has not finished within this time is stopped and its escrow refunded.
+TRAINING_SOFT_TIME_LIMIT_SECONDS = env_int("TRAINING_SOFT_TIME_LIMIT_SECONDS", 1800, minimum=30)

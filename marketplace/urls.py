@@ -27,13 +27,8 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     *api_urls,
     path("", include("datasets.urls")),
+    path("", include("training.urls")),
     # The sections below open as their features land; until then they say so plainly.
-    path(
-        "commission/",
-        views.not_open_yet,
-        {"title": "Commission a model", "what": "Commissioning models on listed data"},
-        name="training-new",
-    ),
     path(
         "earnings/",
         views.not_open_yet,

@@ -1,0 +1,96 @@
+from django.conf import settings
+from django.db import models
+
+from marketplace.fields import WeiField
+
+
+class TrainingRun(models.Model):
+    """A model commissioned by a buyer on listed datasets, paid through the escrow contract."""
+
+    class Status(models.TextChoices):
+        AWAITING_PAYMENT = "awaiting_payment", "Awaiting payment"
+        FUNDED = "funded", "Paid, waiting for a worker"
+        RUNNING = "running", "Training"
+        SETTLING = "settling", "Paying contributors"
+        COMPLETED = "completed", "Completed"
+        FAILED = "failed", "Failed"
+
+    class Task(models.TextChoices):
+        CLASSIFICATION = "classification"
+        REGRESSION = "regression"
+
+    buyer = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="training_runs"
+    )
+    # The escrow's job id (bytes32, hex without 0x).
+    job_id = models.CharField(max_length=64, unique=True)
+    status = models.CharField(
+        max_length=20, choices=Status.choices, default=Status.AWAITING_PAYMENT, db_index=True
+    )
+    target_column = models.CharField(max_length=200)
+    task = models.CharField(max_length=20, choices=Task.choices)
+    model = models.CharField(max_length=40)
+    test_fraction = models.FloatField(default=0.25)
+    seed = models.PositiveIntegerField(default=0)
+
+    # The quote the buyer saw; the escrow prices the job itself at funding.
+    price_wei = WeiField()
+    compute_fee_wei = WeiField()
+
+    # From the JobFunded event.
+    funded_value_wei = WeiField(null=True, blank=True)
+    fee_wei = WeiField(null=True, blank=True)
+    refund_after = models.PositiveBigIntegerField(null=True, blank=True)
+    funding_tx = models.CharField(max_length=66, blank=True)
+    funding_block = models.PositiveBigIntegerField(null=True, blank=True)
+
+    # Progress of the run, for the live page.
+    stage = models.CharField(max_length=40, blank=True)
+    progress = models.PositiveSmallIntegerField(default=0)
+    stages_done = models.JSONField(default=list, blank=True)
+
+    # Results.
+    metrics = models.JSONField(default=dict, blank=True)
+    figures = models.JSONField(default=dict, blank=True)
+    model_cid = models.CharField(max_length=100, blank=True)
+    model_sha256 = models.CharField(max_length=64, blank=True)
+    wrapped_model_key = models.BinaryField(null=True, blank=True)
+    report = models.JSONField(default=dict, blank=True)
+    report_hash = models.CharField(max_length=66, blank=True)
+    settlement_tx = models.CharField(max_length=66, blank=True)
+    settlement_block = models.PositiveBigIntegerField(null=True, blank=True)
+    refund_tx = models.CharField(max_length=66, blank=True)
+    error = models.TextField(blank=True)
+
+    created = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created"]
+
+    def __str__(self) -> str:
+        return f"run {self.pk} ({self.status})"
+
+
+class TrainingRunDataset(models.Model):
+    """A dataset a run trains on, in the order of the escrow's dataset ids, with its payout."""
+
+    run = models.ForeignKey(TrainingRun, on_delete=models.CASCADE, related_name="inputs")
+    dataset = models.ForeignKey("datasets.Dataset", on_delete=models.PROTECT, related_name="runs")
+    position = models.PositiveSmallIntegerField()
+    listing_id = models.PositiveBigIntegerField()
+    owner_address = models.CharField(max_length=42)
+    price_wei = WeiField()
+    contribution = models.FloatField(null=True, blank=True)
+    amount_wei = WeiField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["run", "position"]
+        constraints = [
+            models.UniqueConstraint(fields=["run", "dataset"], name="dataset_once_per_run"),
+            models.UniqueConstraint(fields=["run", "position"], name="one_dataset_per_position"),
+        ]
+
+    def __str__(self) -> str:
+        return f"dataset {self.dataset_id} in run {self.run_id}"

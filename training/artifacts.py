@@ -1,0 +1,102 @@
+"""What a run leaves behind: the model saved with skops (safe to load, unlike pickle), its model
+card, and the valuation report whose hash goes on-chain."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+from functools import cache
+from pathlib import Path
+
+import skops.io as sio
+
+ROOT = Path(__file__).resolve().parent.parent
+# Types a marketplace model may contain: loading refuses anything else.
+TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
+
+
+def model_to_bytes(pipeline) -> bytes:
+    return sio.dumps(pipeline, compression=8)
+
+
+def model_from_bytes(data: bytes):
+    """Load a skops model, trusting only scikit-learn, NumPy and SciPy types."""
+    untrusted = sio.get_untrusted_types(data=data)
+    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
+    if refused:
+        raise ValueError(f"the model file contains types that are not trusted: {refused}")
+    return sio.loads(data, trusted=untrusted)
+
+
+@cache
+def code_version() -> str:
+    """The commit of the code that trained the model (or "unknown" outside a git checkout)."""
+    try:
+        result = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, timeout=5
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return "unknown"
+    return result.stdout.strip() if result.returncode == 0 else "unknown"
+
+
+def library_versions() -> dict[str, str]:
+    import numpy
+    import pandas
+    import pyarrow
+    import sklearn
+    import skops
+
+    return {
+        "python": platform.python_version(),
+        "scikit-learn": sklearn.__version__,
+        "numpy": numpy.__version__,
+        "pandas": pandas.__version__,
+        "pyarrow": pyarrow.__version__,
+        "skops": skops.__version__,
+    }
+
+
+def canonical_json(document: dict) -> bytes:
+    return json.dumps(document, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def report_hash(report: dict) -> str:
+    """sha-256 of the report's canonical JSON, as 0x hex: what the settlement records."""
+    return "0x" + hashlib.sha256(canonical_json(report)).hexdigest()
+
+
+def model_card(*, run: dict, report: dict) -> str:
+    metrics = "\n".join(f"| {name} | {value:.4f} |" for name, value in report["metrics"].items())
+    datasets = "\n".join(
+        f"| {d['listing_id']} | {d['title']} | {d['owner']} | {d['contribution']:.4f} "
+        f"| {d['amount_wei']} |"
+        for d in report["datasets"]
+    )
+    return f"""# Model card: training run {run["id"]}
+
+- Task: {run["task"]}, target column `{run["target"]}`
+- Estimator: {run["model"]} in a scikit-learn pipeline (imputation, scaling, one-hot encoding)
+- Split: {int(run["test_fraction"] * 100)} % held out for testing, seed {run["seed"]}
+- Trained by code version `{report["code_version"]}`
+- Saved with skops {report["libraries"]["skops"]}; load it with `skops.io.load(path, trusted=...)`
+
+## Test metrics
+
+| metric | value |
+|---|---|
+{metrics}
+
+## Training data and what each dataset earned
+
+Valuation method: {report["valuation"]["method"]} (seed {report["valuation"]["seed"]}).
+
+| listing | dataset | owner | contribution | paid (wei) |
+|---|---|---|---|---|
+{datasets}
+
+The escrow job `{run["job_id"]}` on chain {run["chain_id"]} holds the on-chain lineage: its funding
+event names the datasets, its settlement event names this model's CID and the report's hash.
+"""

@@ -1,0 +1,107 @@
+"""Re-verifying a model's lineage from the chain and IPFS alone (no marketplace database):
+the escrow's funding and settlement events, the valuation report (whose CID follows from the hash
+the settlement records), the model's bytes, and each dataset listing's bytes."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass
+
+from chain.wrappers import DatasetRegistry, TrainingEscrow
+from datasets.storage import iter_cat, raw_cid_for_sha256
+
+
+@dataclass(frozen=True)
+class Check:
+    name: str
+    ok: bool
+    detail: str
+
+
+def _sha256_of(cid: str) -> str:
+    digest = hashlib.sha256()
+    for chunk in iter_cat(cid):
+        digest.update(chunk)
+    return digest.hexdigest()
+
+
+def verify_lineage(
+    job_id: bytes, *, escrow: TrainingEscrow, registry: DatasetRegistry
+) -> list[Check]:
+    checks: list[Check] = []
+    events = escrow.job_events(job_id)
+    funded = next((e for e in events if e.name == "JobFunded"), None)
+    settled = next((e for e in events if e.name == "JobSettled"), None)
+    credits = [e for e in events if e.name == "PayeeCredited"]
+    checks.append(Check("funding event", funded is not None, funded.tx_hash if funded else "none"))
+    checks.append(
+        Check("settlement event", settled is not None, settled.tx_hash if settled else "none")
+    )
+    if funded is None or settled is None:
+        return checks
+
+    report_hash = settled.args["reportHash"].removeprefix("0x")
+    report_bytes = b"".join(iter_cat(raw_cid_for_sha256(report_hash)))
+    report_ok = hashlib.sha256(report_bytes).hexdigest() == report_hash
+    checks.append(Check("report on IPFS matches the settled hash", report_ok, "0x" + report_hash))
+    if not report_ok:
+        return checks
+    report = json.loads(report_bytes)
+    checks.append(
+        Check(
+            "report names this job",
+            report["job_id"] == "0x" + job_id.hex(),
+            report["job_id"],
+        )
+    )
+    checks.append(
+        Check(
+            "report names the settled model",
+            report["model_cid"] == settled.args["modelCid"],
+            settled.args["modelCid"],
+        )
+    )
+    model_hash = _sha256_of(settled.args["modelCid"])
+    checks.append(
+        Check("model bytes match the report", model_hash == report["model_sha256"], model_hash)
+    )
+    listed_ids = [d["listing_id"] for d in report["datasets"]]
+    checks.append(
+        Check(
+            "report's datasets are the funded ones",
+            listed_ids == funded.args["datasetIds"],
+            ", ".join(map(str, funded.args["datasetIds"])),
+        )
+    )
+    for entry in report["datasets"]:
+        listing = registry.listed_event(entry["listing_id"])
+        if listing is None:
+            checks.append(Check(f"listing {entry['listing_id']}", False, "not on the chain"))
+            continue
+        on_chain = listing.args["contentHash"].removeprefix("0x")
+        actual = _sha256_of(listing.args["cid"])
+        checks.append(
+            Check(
+                f"listing {entry['listing_id']} bytes match the chain",
+                actual == on_chain == entry["content_sha256"],
+                listing.args["cid"],
+            )
+        )
+    paid: dict[str, int] = {}
+    for entry in report["datasets"]:
+        paid[entry["owner"]] = paid.get(entry["owner"], 0) + int(entry["amount_wei"])
+    credited: dict[str, int] = {}
+    for credit in credits:
+        credited[credit.args["payee"]] = (
+            credited.get(credit.args["payee"], 0) + credit.args["amount"]
+        )
+    checks.append(Check("payouts match the report", paid == credited, f"{len(credited)} payees"))
+    checks.append(
+        Check(
+            "payouts plus fee equal the escrowed value",
+            sum(credited.values()) + settled.args["fee"] == funded.args["value"],
+            f"{funded.args['value']} wei",
+        )
+    )
+    return checks

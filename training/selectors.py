@@ -1,0 +1,115 @@
+"""Reads of training runs for the API and the pages."""
+
+from __future__ import annotations
+
+import hashlib
+import io
+
+from django.conf import settings
+from django.db.models import Q, QuerySet
+
+from marketplace.errors import ApplicationError
+from marketplace.models import User
+from training.models import TrainingRun
+from training.services import STAGES
+
+
+def runs_of_buyer(user: User) -> QuerySet[TrainingRun]:
+    return TrainingRun.objects.filter(buyer=user).prefetch_related("inputs__dataset")
+
+
+def run_for(user: User, run_id: int, *, buyer_only: bool = False) -> TrainingRun:
+    """The run if `user` may see it: its buyer, or (unless buyer_only) a contributor to it."""
+    run = TrainingRun.objects.select_related("buyer").filter(pk=run_id).first()
+    if run is None:
+        raise ApplicationError("No such training run.", {"code": "not_found"}, status_code=404)
+    if run.buyer_id == user.pk:
+        return run
+    if buyer_only:
+        raise ApplicationError(
+            "Only the buyer can download the model.", {"code": "forbidden"}, status_code=403
+        )
+    if user.address and run.inputs.filter(owner_address=user.address).exists():
+        return run
+    raise ApplicationError(
+        "Only the buyer and the run's contributors can see it.", {"code": "forbidden"},
+        status_code=403,
+    )  # fmt: skip
+
+
+def run_detail(run: TrainingRun) -> dict:
+    inputs = list(run.inputs.select_related("dataset").order_by("position"))
+    return {
+        "id": run.pk,
+        "status": run.status,
+        "status_label": run.get_status_display(),
+        "stage": run.stage,
+        "progress": run.progress,
+        "stages": [
+            {
+                "name": name,
+                "label": label,
+                "done": name in run.stages_done or run.status == "completed",
+                "current": name == run.stage,
+            }
+            for name, label, _ in STAGES
+        ],
+        "job_id": "0x" + run.job_id,
+        "task": run.task,
+        "model": run.model,
+        "target_column": run.target_column,
+        "test_fraction": run.test_fraction,
+        "seed": run.seed,
+        "price_wei": str(run.price_wei),
+        "compute_fee_wei": str(run.compute_fee_wei),
+        "funded_value_wei": None if run.funded_value_wei is None else str(run.funded_value_wei),
+        "fee_wei": None if run.fee_wei is None else str(run.fee_wei),
+        "funding_tx": run.funding_tx,
+        "metrics": run.metrics,
+        "figures": run.figures,
+        "contributions": [
+            {
+                "dataset": e.dataset_id,
+                "title": e.dataset.title,
+                "listing_id": e.listing_id,
+                "owner": e.owner_address,
+                "price_wei": str(e.price_wei),
+                "contribution": e.contribution,
+                "amount_wei": None if e.amount_wei is None else str(e.amount_wei),
+            }
+            for e in inputs
+        ],
+        "model_cid": run.model_cid,
+        "report_hash": run.report_hash,
+        "settlement_tx": run.settlement_tx,
+        "settlement_block": run.settlement_block,
+        "refund_tx": run.refund_tx,
+        "error": run.error,
+        "created": run.created.isoformat(),
+        "finished_at": run.finished_at.isoformat() if run.finished_at else None,
+    }
+
+
+def run_model_bytes(run: TrainingRun) -> bytes:
+    """The trained model (skops), fetched from IPFS, checked and decrypted."""
+    from datasets.storage import iter_cat
+    from marketplace.crypto import iter_decrypt, unwrap_data_key
+
+    if run.status != TrainingRun.Status.COMPLETED or not run.model_cid:
+        raise ApplicationError(
+            "The model is not ready yet.", {"code": "not_ready"}, status_code=409
+        )
+    sealed = b"".join(iter_cat(run.model_cid))
+    if hashlib.sha256(sealed).hexdigest() != run.model_sha256:
+        raise ApplicationError(
+            "The model's bytes on IPFS do not match the recorded hash.", {"code": "hash_mismatch"},
+            status_code=502,
+        )  # fmt: skip
+    key = unwrap_data_key(
+        run.wrapped_model_key, settings.MASTER_KEY, context=f"model:{run.job_id}".encode()
+    )
+    return b"".join(iter_decrypt(io.BytesIO(sealed), key))
+
+
+def runs_using_datasets_of(user: User) -> QuerySet[TrainingRun]:
+    return TrainingRun.objects.filter(Q(inputs__owner_address=user.address)).distinct()
