@@ -80,6 +80,7 @@ def run_detail(run: TrainingRun) -> dict:
             for e in inputs
         ],
         "model_cid": run.model_cid,
+        "model_card": run.report.get("model_card", ""),
         "report_hash": run.report_hash,
         "settlement_tx": run.settlement_tx,
         "settlement_block": run.settlement_block,

@@ -486,6 +486,14 @@ def _package(run, inputs, result, values, payouts, workdir: Path) -> _Packaged:
     model_cid = pin_file(sealed)
     report["model_cid"] = model_cid
     report["model_sha256"] = sealed_sha256
+    report["model_card"] = artifacts.model_card(
+        run={
+            "id": run.pk, "task": run.task, "target": run.target_column, "model": run.model,
+            "test_fraction": run.test_fraction, "seed": run.seed, "job_id": report["job_id"],
+            "chain_id": settings.CHAIN_ID,
+        },
+        report=report,
+    )  # fmt: skip
     # The report as one raw block: its CID follows from the hash the settlement records, so
     # anyone can fetch it knowing only the chain.
     report_file = workdir / "report.json"

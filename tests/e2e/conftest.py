@@ -48,6 +48,7 @@ DEV_ACCOUNTS = [
     "0x70997970C51812dc3A010C7d01b50e0d17dc79C8",
     "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
     "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
+    "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",
 ]
 
 
@@ -72,3 +73,6 @@ def signed_in_page(page, live_server, contracts):
     """A page signed in through the dev wallet as anvil dev account 1."""
     sign_in_with_dev_wallet(page, live_server.url, 1)
     return page
+
+
+from tests.training.conftest import cancer_datasets  # noqa: E402,F401 - shared fixture
