@@ -202,7 +202,19 @@ def dataset_detail(*, dataset: Dataset, viewer) -> dict:
         "chain_id": settings.CHAIN_ID,
         "parent": _version_link(dataset.parent) if dataset.parent_id else None,
         "versions": [_version_link(v) for v in versions.order_by("created")],
+        "usage": dataset_usage(dataset),
     }
+
+
+def dataset_usage(dataset: Dataset) -> dict:
+    """How many completed training runs used the dataset, and what it earned in them."""
+    amounts = [
+        int(amount or 0)
+        for amount in dataset.runs.filter(run__status="completed").values_list(
+            "amount_wei", flat=True
+        )
+    ]
+    return {"runs": len(amounts), "earned_wei": str(sum(amounts))}
 
 
 def dataset_signing_request(*, dataset: Dataset) -> dict | None:

@@ -28,11 +28,4 @@ urlpatterns = [
     *api_urls,
     path("", include("datasets.urls")),
     path("", include("training.urls")),
-    # The sections below open as their features land; until then they say so plainly.
-    path(
-        "earnings/",
-        views.not_open_yet,
-        {"title": "Earnings", "what": "Earnings and withdrawals"},
-        name="earnings",
-    ),
 ]

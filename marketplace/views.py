@@ -50,10 +50,6 @@ def status_page(request):
     )
 
 
-def not_open_yet(request, *, title: str, what: str):
-    return render(request, "marketplace/not_open_yet.html", {"title": title, "what": what})
-
-
 def signin(request):
     if request.user.is_authenticated and request.user.address:
         return redirect(request.GET.get("next") or "profile")

@@ -101,3 +101,30 @@ class TrainingRunReportApi(APIView):
         if not run.report:
             return Response({"message": "The report is not ready yet.", "extra": {}}, status=409)
         return HttpResponse(services.report_json(run), content_type="application/json")
+
+
+class EarningsApi(APIView):
+    @extend_schema(responses=OpenApiTypes.OBJECT)
+    def get(self, request):
+        from training.earnings import earnings_for
+
+        if not request.user.address:
+            return Response(
+                {"message": "Sign in with a wallet to see earnings.", "extra": {}}, status=403
+            )
+        page = request.query_params.get("page", "1")
+        return Response(earnings_for(request.user, page=int(page) if page.isdigit() else 1))
+
+
+class WithdrawalHintApi(APIView):
+    class WithdrawalInput(serializers.Serializer):
+        tx_hash = serializers.CharField(max_length=66)
+
+    @extend_schema(request=WithdrawalInput, responses=OpenApiTypes.OBJECT)
+    def post(self, request):
+        from training.earnings import earnings_for, withdrawal_hint
+
+        data = self.WithdrawalInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        withdrawal_hint(user=request.user, tx_hash=data.validated_data["tx_hash"])
+        return Response(earnings_for(request.user))

@@ -527,12 +527,19 @@ def _settle(run: TrainingRun) -> None:
         for d in run.report["datasets"]
     ]
     payees, amounts = payees_and_amounts(recorded)
-    outcome = TrainingEscrow.deployed().settle(
+    escrow = TrainingEscrow.deployed()
+    outcome = escrow.settle(
         job=_job_terms(run), payees=payees, amounts=amounts,
         model_cid=run.model_cid, report_hash=bytes.fromhex(run.report_hash[2:]),
     )  # fmt: skip
     if not outcome.succeeded:
         raise RunFailed(f"The escrow refused the settlement (transaction {outcome.tx_hash}).")
+    from training.earnings import earning_record
+
+    timestamps: dict[int, int] = {}
+    for event in outcome.events:
+        if event.name == "PayeeCredited":  # the contributors see it now, not at the next index
+            earning_record(escrow.w3, event, timestamps)
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.COMPLETED, stage="done", progress=100,
         stages_done=[s for s, _, _ in STAGES], settlement_tx=outcome.tx_hash,

@@ -6,6 +6,11 @@ urlpatterns = [
     path("commission/", views.commission, name="training-new"),
     path("runs/", views.my_runs, name="training-my-runs"),
     path("runs/<int:run_id>/", views.run_page, name="training-run"),
+    path("earnings/", views.earnings, name="earnings"),
+    path("api/earnings", api.EarningsApi.as_view(), name="api-earnings"),
+    path(
+        "api/earnings/withdrawals", api.WithdrawalHintApi.as_view(), name="api-earnings-withdrawals"
+    ),
     path("api/training-runs", api.TrainingRunListApi.as_view(), name="api-training-runs"),
     path(
         "api/training-runs/<int:run_id>",

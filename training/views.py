@@ -50,3 +50,8 @@ def run_page(request, run_id: int):
 def my_runs(request):
     page = Paginator(selectors.runs_of_buyer(request.user), 20).get_page(request.GET.get("page"))
     return render(request, "training/my_runs.html", {"page": page})
+
+
+@login_required
+def earnings(request):
+    return render(request, "training/earnings.html")

@@ -49,6 +49,7 @@ DEV_ACCOUNTS = [
     "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC",
     "0x90F79bf6EB2c4f870365E785982E1f101E93b906",
     "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65",
+    "0x9965507D1a55bcC2695C58ba16FB37d819B0A4dc",
 ]
 
 
@@ -75,4 +76,5 @@ def signed_in_page(page, live_server, contracts):
     return page
 
 
-from tests.training.conftest import cancer_datasets  # noqa: E402,F401 - shared fixture
+from tests.training.conftest import buyer, buyer_api, cancer_datasets  # noqa: E402,F401
+from tests.training.test_earnings import completed_run  # noqa: E402,F401
