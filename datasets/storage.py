@@ -18,6 +18,9 @@ with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from ipfshttpclient import exceptions as ipfs_errors
 
+# ipfshttpclient passes urllib3 an argument it deprecated; the warning says nothing to operators.
+warnings.filterwarnings("ignore", message="The 'strict' parameter", category=FutureWarning)
+
 _TRANSIENT = (
     ipfs_errors.ConnectionError,
     ipfs_errors.TimeoutError,
