@@ -36,7 +36,7 @@ def test_round_trip_at_every_chunk_boundary(size):
     ciphertext = encrypt(plaintext, key)
 
     assert decrypt(ciphertext, key) == plaintext
-    assert plaintext == b"" or plaintext not in ciphertext
+    assert len(plaintext) < 16 or plaintext[:16] not in ciphertext
 
 
 def test_the_reported_hash_and_length_are_those_of_the_ciphertext():
