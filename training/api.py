@@ -51,7 +51,7 @@ class TrainingRunListApi(APIView):
             status=status.HTTP_201_CREATED,
         )
 
-    @extend_schema(responses=OpenApiTypes.OBJECT)
+    @extend_schema(operation_id="training_runs_list", responses=OpenApiTypes.OBJECT)
     def get(self, request):
         paginator = PageNumberPagination()
         page = paginator.paginate_queryset(

@@ -549,21 +549,21 @@ def _settle(run: TrainingRun) -> None:
 
 def training_run_fail_and_refund(run_id: int, reason: str) -> None:
     """A permanent failure: record the reason and give the buyer their money back."""
+    from chain.wrappers import JobState
+
     run = TrainingRun.objects.select_related("buyer").get(pk=run_id)
     if run.status in (TrainingRun.Status.COMPLETED, TrainingRun.Status.AWAITING_PAYMENT):
         return
+    # The reason shows at once; the run is marked failed when the money is back.
+    TrainingRun.objects.filter(pk=run.pk).update(error=reason)
+    refund_tx = run.refund_tx
+    if not refund_tx and run.funded_value_wei is not None:
+        escrow = TrainingEscrow.deployed()
+        if escrow.job_state(bytes.fromhex(run.job_id)) == JobState.FUNDED:
+            refund_tx = escrow.refund(job=_job_terms(run)).tx_hash
     TrainingRun.objects.filter(pk=run.pk).update(
-        status=TrainingRun.Status.FAILED, error=reason, finished_at=timezone.now()
+        status=TrainingRun.Status.FAILED, refund_tx=refund_tx, finished_at=timezone.now()
     )
-    if run.refund_tx or run.funded_value_wei is None:
-        return
-    escrow = TrainingEscrow.deployed()
-    from chain.wrappers import JobState
-
-    if escrow.job_state(bytes.fromhex(run.job_id)) != JobState.FUNDED:
-        return
-    outcome = escrow.refund(job=_job_terms(run))
-    TrainingRun.objects.filter(pk=run.pk).update(refund_tx=outcome.tx_hash)
 
 
 def report_json(run: TrainingRun) -> bytes:

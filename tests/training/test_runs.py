@@ -106,26 +106,32 @@ def test_only_the_buyer_downloads_the_model_and_contributors_read_the_report(
     assert APIClient().get(f"/api/training-runs/{run.pk}").status_code == 401
 
 
-def test_the_same_funding_seen_twice_queues_the_run_once(buyer_api, cancer_datasets):
+def test_the_same_funding_seen_twice_trains_and_pays_once(
+    buyer_api, cancer_datasets, celery_worker
+):
     from chain.client import deployed_addresses
     from chain.events import decode_receipt
+    from training.models import Earning
 
     body = commission(buyer_api, cancer_datasets).json()
     tx_hash = wallet_pay(body["escrow"])
     w3 = get_web3()
-    funded = [
-        e for e in decode_receipt(w3, w3.eth.get_transaction_receipt(tx_hash), deployed_addresses())
-        if e.name == "JobFunded"
-    ][0]  # fmt: skip
+    receipt = w3.eth.get_transaction_receipt(tx_hash)
+    funded = [e for e in decode_receipt(w3, receipt, deployed_addresses()) if e.name == "JobFunded"]
 
-    training_run_funding_record(w3, funded)
-    first = TrainingRun.objects.get(pk=body["id"])
-    training_run_funding_record(w3, funded)
-    second = TrainingRun.objects.get(pk=body["id"])
+    training_run_funding_record(w3, funded[0])
+    training_run_funding_record(w3, funded[0])
+    run = wait_for_run(body["id"], "completed", "failed")
+    credits = Earning.objects.filter(job_id=run.job_id).count()
+    training_run_funding_record(w3, funded[0])  # and once more after the run
 
-    assert first.status == second.status == "funded"
-    assert first.funding_tx == second.funding_tx == tx_hash
-    assert int(first.funded_value_wei) == int(body["escrow"]["value_wei"])
+    run.refresh_from_db()
+    assert run.status == "completed"
+    assert run.funding_tx == tx_hash
+    assert int(run.funded_value_wei) == int(body["escrow"]["value_wei"])
+    events = TrainingEscrow.deployed().job_events(bytes.fromhex(run.job_id))
+    assert [e.name for e in events].count("JobSettled") == 1
+    assert Earning.objects.filter(job_id=run.job_id).count() == credits == 2
 
 
 def test_funding_for_an_unknown_job_changes_nothing(buyer_api, cancer_datasets):
