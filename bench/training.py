@@ -98,7 +98,7 @@ def main() -> None:
     )
     frame = pd.DataFrame(features, columns=[f"f{i}" for i in range(20)]).round(5)
     frame["label"] = labels
-    shards = np.array_split(frame, args.datasets)
+    shards = [frame.iloc[part] for part in np.array_split(np.arange(len(frame)), args.datasets)]
     noisy = args.datasets - 1
     shards[noisy] = shards[noisy].assign(
         label=np.random.default_rng(seed).permutation(shards[noisy]["label"].to_numpy())
