@@ -54,6 +54,7 @@ class Dataset(models.Model):
     )
     title = models.CharField(max_length=200)
     description = models.TextField(max_length=20_000, blank=True, help_text="Markdown")
+    excerpt = models.CharField(max_length=300, blank=True, help_text="The description as text")
     license = models.CharField(max_length=32, choices=LICENSES)
     tags = models.JSONField(default=list, blank=True)
     price_wei = models.DecimalField(

@@ -28,7 +28,7 @@ Status = Dataset.Status
 LICENSE_NAMES = dict(LICENSES)
 # What a list needs; the statistics and keys stay in the database.
 SUMMARY_FIELDS = (
-    "id", "title", "description", "license", "tags", "price_wei", "status", "stage", "progress",
+    "id", "title", "excerpt", "license", "tags", "price_wei", "status", "stage", "progress",
     "status_message", "rows", "column_count", "cid", "listing_id", "created", "listed_at",
     "owner__id", "owner__address",
 )  # fmt: skip
@@ -129,7 +129,7 @@ def dataset_summary(dataset: Dataset) -> dict:
     return {
         "id": dataset.pk,
         "title": dataset.title,
-        "excerpt": _excerpt(dataset.description),
+        "excerpt": dataset.excerpt,
         "license": dataset.license,
         "tags": dataset.tags,
         "price_wei": str(dataset.price_wei),
@@ -147,7 +147,8 @@ def dataset_summary(dataset: Dataset) -> dict:
     }
 
 
-def _excerpt(text: str, limit: int = 200) -> str:
+def description_excerpt(text: str, limit: int = 200) -> str:
+    """The start of a Markdown description as plain text (stored, for lists)."""
     plain = " ".join(html.unescape(strip_tags(render_markdown(text[:2000]))).split())
     return plain if len(plain) <= limit else plain[: limit - 1].rstrip() + "…"
 

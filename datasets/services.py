@@ -13,6 +13,7 @@ import shutil
 import time
 from decimal import Decimal
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -28,8 +29,8 @@ from chain.client import ChainMisconfigured, ChainUnavailable, decode_revert
 from chain.events import ChainEvent
 from chain.models import ChainTransaction
 from chain.wrappers import DatasetRegistry, ListingTerms
-from datasets import profiling
 from datasets.models import LICENSES, MAX_PRICE_WEI, Dataset, MinHashBand
+from datasets.selectors import description_excerpt
 from datasets.storage import (
     IpfsError,
     cat_sha256,
@@ -44,6 +45,9 @@ from marketplace.did import did_for
 from marketplace.errors import ApplicationError
 from marketplace.ipfs import IpfsUnavailable
 from marketplace.models import User
+
+if TYPE_CHECKING:
+    from datasets import profiling
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +192,7 @@ def dataset_create(
         license=license,
         tags=tag_list,
         price_wei=Decimal(price),
+        excerpt=description_excerpt(description or ""),
         original_filename=name[:255],
         size_bytes=size,
         search_text=_search_text(
@@ -298,6 +303,8 @@ def _exact_duplicate(dataset: Dataset, profile: profiling.Profile) -> Dataset | 
 
 
 def _near_duplicates(dataset: Dataset, profile: profiling.Profile) -> list[dict]:
+    from datasets import profiling
+
     keys = profiling.minhash_band_keys(profile.minhash)
     shares_a_band = Q()
     for band, key in enumerate(keys):
@@ -377,6 +384,9 @@ def dataset_process(*, dataset_id: int) -> None:
     """Describe and check the file, encrypt it, pin the ciphertext and the metadata, read the
     ciphertext back, then wait for the owner's signature. Runs again from the start after an
     interruption (a retry unpins what the previous attempt pinned)."""
+    # Imported here: the parsing libraries are the worker's, the web process never needs them.
+    from datasets import profiling
+
     dataset = Dataset.objects.filter(pk=dataset_id).select_related("owner", "parent").first()
     if dataset is None or dataset.status != Status.PROCESSING:
         return

@@ -61,6 +61,7 @@ def listed_dataset(*, owner: User, title: str = "A listed dataset", **fields):
     """A dataset row as the pipeline leaves it once listed (for browsing tests; the pipeline
     itself is tested end to end elsewhere)."""
     from datasets.models import Dataset
+    from datasets.selectors import description_excerpt
     from datasets.services import _search_text
 
     columns = fields.pop("columns", [{"name": "x", "type": "integer"}])
@@ -78,6 +79,7 @@ def listed_dataset(*, owner: User, title: str = "A listed dataset", **fields):
     return Dataset.objects.create(
         owner=owner,
         title=title,
+        excerpt=description_excerpt(defaults["description"]),
         tags=tags,
         columns=columns,
         column_count=len(columns),

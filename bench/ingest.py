@@ -1,0 +1,286 @@
+"""Listing and browsing figures, on a throwaway stack of its own (anvil, IPFS node, database).
+
+    .venv/bin/python bench/ingest.py [--megabytes 100] [--listings 10000] [--database-url URL]
+
+1. Lists a synthetic CSV of about --megabytes MB from upload to `listed` with the pipeline's
+   own services (check and describe, encrypt, pin, read back, sign, relay), and prints its time
+   against the sum of a bare pyarrow parse of the same file and an `ipfs add` of the same bytes on
+   the same node, with the peak memory of the process (what a worker needs for that file).
+2. Fills the database with --listings listed datasets, serves the app with gunicorn, and prints
+   p50/p95 latency of the list API and the browse page under concurrent requests, and the number
+   of SQL queries per request at page sizes 20 and 100.
+
+Without --database-url the database is SQLite in a temporary directory; with it (e.g.
+postgres://postgres@127.0.0.1:5432/ingestbench, an empty database) the figures are PostgreSQL's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def parse_args():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--megabytes", type=int, default=100)
+    parser.add_argument("--listings", type=int, default=10_000)
+    parser.add_argument("--database-url", default="")
+    parser.add_argument("--clients", type=int, default=8, help="concurrent HTTP clients")
+    parser.add_argument("--requests", type=int, default=400, help="requests per figure")
+    parser.add_argument("--list-file", type=Path, help=argparse.SUPPRESS)  # the child process
+    return parser.parse_args()
+
+
+def write_csv(path: Path, megabytes: int) -> int:
+    import numpy as np
+
+    rng = np.random.default_rng(1)
+    cities = np.array(["Paris", "Berlin", "Madrid", "Rome", "Oslo", "Lisbon", "Vienna", "Prague"])
+    rows = 0
+    with path.open("w") as out:
+        out.write("age,income,score,visits,city,segment,note,day\n")
+        while out.tell() < megabytes * 1_000_000:
+            n = 100_000
+            columns = zip(
+                rng.integers(18, 90, n), rng.normal(40000, 12000, n).round(2),
+                rng.random(n).round(5), rng.poisson(4, n), cities[rng.integers(0, 8, n)],
+                rng.integers(0, 50, n), rng.integers(0, 10**9, n), rng.integers(1, 29, n),
+                strict=True,
+            )  # fmt: skip
+            out.write(
+                "".join(
+                    f"{a},{b},{c},{d},{e},s{f},note-{g},2024-03-{h:02d}\n"
+                    for a, b, c, d, e, f, g, h in columns
+                )
+            )
+            rows += n
+    return rows
+
+
+def percentile(values: list[float], share: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(share * (len(ordered) - 1))))]
+
+
+def hammer(url: str, clients: int, total: int) -> list[float]:
+    timings: list[float] = []
+    lock = threading.Lock()
+    per_client = max(1, total // clients)
+
+    def client():
+        for _ in range(per_client):
+            started = time.perf_counter()
+            with urllib.request.urlopen(url, timeout=30) as response:
+                response.read()
+                assert response.status == 200
+            with lock:
+                timings.append((time.perf_counter() - started) * 1000)
+
+    threads = [threading.Thread(target=client) for _ in range(clients)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    return timings
+
+
+def main() -> None:
+    args = parse_args()
+    if args.list_file:
+        sys.path.insert(0, str(ROOT))
+        list_file(args.list_file)
+        return
+    scratch = Path(tempfile.mkdtemp(prefix="ingest-bench-"))
+    sys.path.insert(0, str(ROOT))
+    from marketplace import devstack
+
+    anvil = devstack.start_anvil()
+    ipfs = devstack.start_ipfs(scratch / "ipfs")
+    env = {
+        "MARKETPLACE_DATA_DIR": str(scratch),
+        "CHAIN_RPC_URL": anvil.url,
+        "IPFS_API_URL": ipfs.url,
+        "DJANGO_SETTINGS_MODULE": "marketplace.settings",
+        "DJANGO_DEBUG": "1",
+        "LOG_LEVEL": "WARNING",
+    }
+    if args.database_url:
+        env["DATABASE_URL"] = args.database_url
+    os.environ.update(env)
+    server = None
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        call_command("deploy_contracts", verbosity=0)
+        listing_figures(args, scratch)
+        server = browse_figures(args, scratch, env)
+    finally:
+        if server is not None:
+            server.terminate()
+            server.wait(timeout=10)
+        ipfs.stop()
+        anvil.stop()
+
+
+def listing_figures(args, scratch: Path) -> None:
+    import pyarrow.csv as pcsv
+
+    from datasets.storage import pin_file, unpin
+
+    path = scratch / "bench.csv"
+    rows = write_csv(path, args.megabytes)
+    size_mb = path.stat().st_size / 1e6
+    print(f"File: {size_mb:.0f} MB, {rows:,} rows, 8 columns")
+
+    started = time.perf_counter()
+    reader = pcsv.open_csv(str(path))
+    parsed = sum(batch.num_rows for batch in reader)
+    parse_seconds = time.perf_counter() - started
+    started = time.perf_counter()
+    cid = pin_file(path)
+    add_seconds = time.perf_counter() - started
+    unpin(cid)
+    assert parsed == rows
+
+    # In a process of its own, so that its peak memory is the listing's alone (as in a worker).
+    child = subprocess.run(
+        [sys.executable, __file__, "--list-file", str(path)],
+        env=os.environ.copy(), capture_output=True, text=True, check=True,
+    )  # fmt: skip
+    listing_seconds, peak, idle = map(float, child.stdout.split()[-3:])
+    baseline = parse_seconds + add_seconds
+    print(f"pyarrow parse: {parse_seconds:.2f} s   ipfs add: {add_seconds:.2f} s")
+    print(f"upload to listed: {listing_seconds:.2f} s   ratio: {listing_seconds / baseline:.2f}"
+          "   (target <= 1.3)")  # fmt: skip
+    print(f"peak memory of the listing process: {peak:.0f} MB (idle with Django loaded: "
+          f"{idle:.0f} MB)   (target <= 400 MB)")  # fmt: skip
+
+
+def list_file(path: Path) -> None:
+    """The child process: list `path` from upload to `listed`; prints seconds, peak and idle MB."""
+    import django
+
+    django.setup()
+    from eth_account import Account
+
+    from datasets import demo, selectors, services
+    from datasets.models import Dataset
+
+    owner = demo.demo_owner(1)
+    idle = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    started = time.perf_counter()
+    dataset = services.dataset_create(
+        owner=owner, upload=path, original_filename="bench.csv", title="Bench",
+        license="CC0-1.0", price_wei=1, enqueue=False,
+    )  # fmt: skip
+    services.dataset_process(dataset_id=dataset.pk)
+    dataset.refresh_from_db()
+    assert dataset.status == Dataset.Status.AWAITING_SIGNATURE, dataset.status_message
+    typed = selectors.dataset_signing_request(dataset=dataset)
+    message = dict(typed["message"])
+    for key in ("price", "parentId", "nonce", "deadline"):
+        message[key] = int(message[key])
+    signature = Account.sign_typed_data(
+        demo.dev_key(1), full_message={**typed, "message": message}
+    ).signature.to_0x_hex()
+    services.dataset_signature_submit(
+        dataset_id=dataset.pk, user=owner, signature=signature, enqueue=False
+    )
+    services.dataset_register(dataset_id=dataset.pk)
+    seconds = time.perf_counter() - started
+    dataset.refresh_from_db()
+    assert dataset.status == Dataset.Status.LISTED, dataset.status_message
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    print(f"{seconds:.3f} {peak:.1f} {idle:.1f}")
+
+
+def browse_figures(args, scratch: Path, env: dict):
+    from django.db import connection
+    from django.test import Client
+    from django.test.utils import CaptureQueriesContext
+
+    from datasets.demo import demo_owner
+    from datasets.models import Dataset
+
+    owners = [demo_owner(n) for n in (1, 2, 3)]
+    words = ["heart", "wine", "taxi", "energy", "retail", "weather", "genome", "traffic"]
+    licenses = ["CC0-1.0", "CC-BY-4.0", "ODbL-1.0", "MIT"]
+    batch = []
+    for i in range(args.listings):
+        word = words[i % len(words)]
+        columns = [{"name": f"{word}_{c}", "type": "float"} for c in range(12)]
+        title = f"{word.capitalize()} measurements {i}"
+        batch.append(
+            Dataset(
+                owner=owners[i % 3], title=title, description=f"Synthetic {word} data, set {i}.",
+                excerpt=f"Synthetic {word} data, set {i}.",
+                license=licenses[i % 4], tags=[word, "synthetic"], price_wei=10**15 * (i % 97 + 1),
+                status=Dataset.Status.LISTED, stage=Dataset.Stage.DONE, rows=1000 + i,
+                column_count=12, columns=columns, original_filename="x.csv",
+                search_text=f"{title}\nsynthetic {word} data\n{word} synthetic\n"
+                + " ".join(c["name"] for c in columns).lower(),
+                tag_index=f"|{word}|synthetic|",
+            )
+        )  # fmt: skip
+    Dataset.objects.bulk_create(batch, batch_size=1000)
+    print(f"\n{args.listings:,} listings in {connection.vendor}")
+
+    client = Client(HTTP_HOST="127.0.0.1")
+    for size in (20, 100):
+        with CaptureQueriesContext(connection) as captured:
+            client.get("/api/datasets", {"page_size": size, "search": "wine", "ordering": "-rows"})
+        print(f"SQL queries per list request, page size {size}: {len(captured)}")
+
+    port = devstack_free_port()
+    server = subprocess.Popen(
+        [sys.executable, "-m", "gunicorn", "marketplace.wsgi", "--bind", f"127.0.0.1:{port}",
+         "--workers", "4", "--log-level", "warning"],
+        cwd=ROOT, env={**os.environ, **env},
+    )  # fmt: skip
+    base = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            urllib.request.urlopen(base + "/api/datasets?page_size=1", timeout=2).read()
+            break
+        except OSError:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.3)
+    figures = [
+        ("list API, newest first", "/api/datasets"),
+        ("list API, search + filter + sort",
+         "/api/datasets?search=wine&license=CC0-1.0&ordering=-price_wei"),
+        ("browse page", "/datasets/?search=taxi&ordering=rows"),
+    ]  # fmt: skip
+    for label, path in figures:
+        hammer(base + path, args.clients, args.clients * 5)  # warm up
+        timings = hammer(base + path, args.clients, args.requests)
+        p50, p95 = percentile(timings, 0.5), percentile(timings, 0.95)
+        print(f"{label}: p50 {p50:.1f} ms, p95 {p95:.1f} ms ({args.clients} concurrent clients, "
+              f"{len(timings)} requests; target p95 <= 50 ms)")  # fmt: skip
+    return server
+
+
+def devstack_free_port() -> int:
+    from marketplace.devstack import free_port
+
+    return free_port()
+
+
+if __name__ == "__main__":
+    main()
