@@ -115,9 +115,11 @@ class Dataset(models.Model):
     class Meta:
         ordering = ["-created", "-id"]
         indexes = [
-            models.Index(fields=["status", "-created"], name="dataset_status_created"),
-            models.Index(fields=["status", "price_wei"], name="dataset_status_price"),
-            models.Index(fields=["status", "rows"], name="dataset_status_rows"),
+            # Browsing orders by one of these and then by id in the same direction, so a forward
+            # or backward scan of one index gives a page without sorting.
+            models.Index(fields=["status", "created", "id"], name="dataset_browse_created"),
+            models.Index(fields=["status", "price_wei", "id"], name="dataset_browse_price"),
+            models.Index(fields=["status", "rows", "id"], name="dataset_browse_rows"),
             models.Index(fields=["owner", "-created"], name="dataset_owner_created"),
         ]
         constraints = [

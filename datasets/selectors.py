@@ -100,11 +100,9 @@ def _validated(filterset: DatasetFilter) -> QuerySet:
             {"code": "bad_filter", "fields": fields},
         )
     queryset = filterset.qs
-    if not filterset.form.cleaned_data.get("ordering"):
-        queryset = queryset.order_by("-created", "-id")
-    else:
-        queryset = queryset.order_by(*queryset.query.order_by, "-id")
-    return queryset
+    ordering = (filterset.form.cleaned_data.get("ordering") or ["-created"])[0]
+    # Ties broken by id in the same direction: one index serves both directions.
+    return queryset.order_by(ordering, "-id" if ordering.startswith("-") else "id")
 
 
 def dataset_list(*, params) -> QuerySet[Dataset]:
