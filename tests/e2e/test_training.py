@@ -50,3 +50,16 @@ def test_buyer_commissions_pays_watches_and_downloads_a_model(
     predictions = model.predict(frame.drop(columns="target").head(20))
     assert set(predictions) <= {0, 1}
     assert (predictions == frame["target"].head(20)).mean() > 0.6
+
+
+def test_the_pay_step_appears_only_with_a_price(page, live_server, cancer_datasets):
+    sign_in_with_dev_wallet(page, live_server.url, 4)
+    page.goto(live_server.url + "/commission/")
+
+    expect(page.get_by_role("button", name="Pay from my wallet")).to_be_hidden()
+    page.get_by_role("checkbox", name=cancer_datasets[0].title).check()
+    page.get_by_label("Target column (what the model predicts)").fill("no_such_column")
+    page.get_by_role("button", name="Get the price").click()
+
+    expect(page.locator("#commission-message")).to_contain_text("The target column 'no_such_column'")
+    expect(page.get_by_role("button", name="Pay from my wallet")).to_be_hidden()
