@@ -42,6 +42,7 @@ def run_page(request, run_id: int):
             "run": run,
             "is_buyer": run.buyer_id == request.user.pk,
             "detail": selectors.run_detail(run),
+            "model_label": run.model.replace("_", " "),
         },
     )
 

@@ -21,7 +21,10 @@
       const y = 5 + n * rowH;
       const w = (Math.abs(item.value) / max) * span;
       const x = item.value < 0 ? zero - w : zero;
-      root.append(el("text", { x: left - 8, y: y + 16, "text-anchor": "end", class: "chart-label" }, item.label));
+      const shown = item.label.length > 24 ? item.label.slice(0, 23) + "…" : item.label;
+      const labelNode = el("text", { x: left - 8, y: y + 16, "text-anchor": "end", class: "chart-label" }, shown);
+      labelNode.append(el("title", {}, item.label));
+      root.append(labelNode);
       root.append(el("rect", { x, y: y + 3, width: Math.max(w, 1), height: rowH - 8, class: item.value < 0 ? "bar-negative" : "bar" }));
       root.append(el("text", { x: Math.max(x + w, zero) + 6, y: y + 16, class: "chart-value" }, format(item.value)));
     });
