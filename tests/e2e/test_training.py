@@ -61,5 +61,7 @@ def test_the_pay_step_appears_only_with_a_price(page, live_server, cancer_datase
     page.get_by_label("Target column (what the model predicts)").fill("no_such_column")
     page.get_by_role("button", name="Get the price").click()
 
-    expect(page.locator("#commission-message")).to_contain_text("The target column 'no_such_column'")
+    expect(page.locator("#commission-message")).to_contain_text(
+        "The target column 'no_such_column'"
+    )
     expect(page.get_by_role("button", name="Pay from my wallet")).to_be_hidden()
