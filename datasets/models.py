@@ -1,6 +1,8 @@
 from django.conf import settings
-from django.core.validators import MaxValueValidator, MinValueValidator
+from django.core.validators import MaxValueValidator
 from django.db import models
+
+from marketplace.fields import WeiField
 
 # SPDX identifiers a listing may carry (data licences first, then common software ones).
 LICENSES = [
@@ -57,11 +59,7 @@ class Dataset(models.Model):
     excerpt = models.CharField(max_length=300, blank=True, help_text="The description as text")
     license = models.CharField(max_length=32, choices=LICENSES)
     tags = models.JSONField(default=list, blank=True)
-    price_wei = models.DecimalField(
-        max_digits=78,
-        decimal_places=0,
-        validators=[MinValueValidator(0), MaxValueValidator(MAX_PRICE_WEI)],
-    )
+    price_wei = WeiField(validators=[MaxValueValidator(MAX_PRICE_WEI)])
 
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.PROCESSING)
     stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.QUEUED)

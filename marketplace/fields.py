@@ -53,3 +53,18 @@ class WeiField(models.Field):
         if value is None:
             return None
         return f"{value:0{_WIDTH}d}" if connection.vendor == "sqlite" else Decimal(value)
+
+
+def rewrite_wei_column(app_label: str, model_name: str, field_name: str):
+    """A migration step that rewrites a column turned into a WeiField, so that values written
+    before (unpadded on SQLite) compare and order like numbers."""
+
+    def forwards(apps, schema_editor):
+        if schema_editor.connection.vendor != "sqlite":
+            return
+        model = apps.get_model(app_label, model_name)
+        for pk, value in model.objects.values_list("pk", field_name):
+            if value is not None:
+                model.objects.filter(pk=pk).update(**{field_name: int(value)})
+
+    return forwards

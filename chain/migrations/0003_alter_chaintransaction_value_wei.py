@@ -16,4 +16,8 @@ class Migration(migrations.Migration):
             name='value_wei',
             field=marketplace.fields.WeiField(default=0),
         ),
+        migrations.RunPython(
+            marketplace.fields.rewrite_wei_column("chain", "ChainTransaction", "value_wei"),
+            migrations.RunPython.noop,
+        ),
     ]
