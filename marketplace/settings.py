@@ -236,4 +236,6 @@ DATASET_REGISTER_TIME_LIMIT = 240
 
 # Training runs ----------------------------------------------------------------------------------
 # A run that has not finished within this time is stopped and its escrow refunded.
-TRAINING_SOFT_TIME_LIMIT_SECONDS = env_int("TRAINING_SOFT_TIME_LIMIT_SECONDS", 1800, minimum=30)
+TRAINING_SOFT_TIME_LIMIT_SECONDS = env_int("TRAINING_SOFT_TIME_LIMIT_SECONDS", 1800, minimum=1)
+# Training runs go to this queue: point dedicated (bigger) workers at it with `-Q`.
+CELERY_TRAINING_QUEUE = env_str("CELERY_TRAINING_QUEUE", CELERY_TASK_DEFAULT_QUEUE)

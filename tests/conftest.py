@@ -87,31 +87,28 @@ def _database_url_for_worker() -> str:
     return f"postgres://{auth}@{host}:{port}/{db['NAME']}"
 
 
-@pytest.fixture(scope="session")
-def celery_worker(django_db_setup, anvil, ipfs_node, tmp_path_factory):
-    """A real Celery worker process on the test Redis queue, using the test database and nodes.
-
-    Tests that hand work to it must use `@pytest.mark.django_db(transaction=True)` so their rows
-    are committed where the worker can see them.
-    """
+def start_celery_worker(
+    *, hostname: str, queue: str, log_path: Path, extra_env: dict | None = None
+):
+    """Start a real Celery worker process on the test Redis, using the test database and the
+    session's nodes; returns once it answers a ping."""
     from marketplace.celery import app
 
-    hostname = f"test-worker-{os.getpid()}@localhost"
     env = {
         **os.environ,
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": _database_url_for_worker(),
-        "CHAIN_RPC_URL": anvil.url,
-        "IPFS_API_URL": ipfs_node.url,
+        "CHAIN_RPC_URL": settings.CHAIN_RPC_URL,
+        "IPFS_API_URL": settings.IPFS_API_URL,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+        **(extra_env or {}),
     }
-    log_path = tmp_path_factory.mktemp("celery") / "worker.log"
-    log = open(log_path, "w")  # noqa: SIM115 - closed at teardown
+    log = open(log_path, "w")  # noqa: SIM115 - the process writes to it until it stops
     process = subprocess.Popen(
         [
             sys.executable, "-m", "celery", "-A", "marketplace", "worker",
-            "--hostname", hostname, "--queues", settings.CELERY_TASK_DEFAULT_QUEUE,
+            "--hostname", hostname, "--queues", queue,
             "--concurrency", "2", "--loglevel", "INFO", "--without-mingle", "--without-gossip",
         ],
         cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
@@ -121,14 +118,30 @@ def celery_worker(django_db_setup, anvil, ipfs_node, tmp_path_factory):
         if process.poll() is not None:
             raise RuntimeError(f"the Celery worker exited early:\n{log_path.read_text()}")
         if app.control.ping(destination=[hostname], timeout=0.5):
-            break
-    else:
-        process.terminate()
-        raise RuntimeError(f"the Celery worker did not answer:\n{log_path.read_text()}")
-    yield process
+            return process
+    process.terminate()
+    raise RuntimeError(f"the Celery worker did not answer:\n{log_path.read_text()}")
+
+
+def stop_celery_worker(process) -> None:
     process.terminate()
     try:
         process.wait(timeout=20)
     except subprocess.TimeoutExpired:
         process.kill()
-    log.close()
+
+
+@pytest.fixture(scope="session")
+def celery_worker(django_db_setup, anvil, ipfs_node, tmp_path_factory):
+    """A real Celery worker process on the test Redis queue, using the test database and nodes.
+
+    Tests that hand work to it must use `@pytest.mark.django_db(transaction=True)` so their rows
+    are committed where the worker can see them.
+    """
+    process = start_celery_worker(
+        hostname=f"test-worker-{os.getpid()}@localhost",
+        queue=settings.CELERY_TASK_DEFAULT_QUEUE,
+        log_path=tmp_path_factory.mktemp("celery") / "worker.log",
+    )
+    yield process
+    stop_celery_worker(process)

@@ -166,6 +166,12 @@ def training_run_create(
         raise _refuse(
             f"The datasets hold {rows} rows; a run needs at least {MIN_ROWS}.", "too_few_rows"
         )
+    if task == ml.CLASSIFICATION and inferred == ml.REGRESSION:
+        raise _refuse(
+            f"The target {target_column!r} holds continuous numbers: it is a regression target, "
+            "not classes. Choose regression.",
+            "bad_task",
+        )
     if task == ml.CLASSIFICATION:
         classes = _target_classes(datasets, target_column)
         if classes is not None:
@@ -250,14 +256,26 @@ def training_run_funding_record(w3: Web3, event: ChainEvent) -> None:
     )
     if not updated:
         return  # seen before
-    from training.tasks import run_training
 
     if event.args["datasetIds"] != expected:
         # Someone funded this job id for other datasets: give the money back, train nothing.
         transaction.on_commit(lambda: training_run_fail_and_refund_async(run.pk,
             "The payment named other datasets than this run; it was refunded."))  # fmt: skip
         return
-    transaction.on_commit(lambda: run_training.delay(run.pk))
+    transaction.on_commit(lambda: training_run_enqueue(run.pk))
+
+
+def training_run_enqueue(run_id: int) -> None:
+    """Queue a run. The time limits travel with the message (the worker applies the sender's)."""
+    from training.tasks import run_training
+
+    soft = settings.TRAINING_SOFT_TIME_LIMIT_SECONDS
+    run_training.apply_async(
+        args=[run_id],
+        queue=settings.CELERY_TRAINING_QUEUE,
+        soft_time_limit=soft,
+        time_limit=soft + 60,
+    )
 
 
 def training_run_fail_and_refund_async(run_id: int, reason: str) -> None:

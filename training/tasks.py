@@ -24,6 +24,7 @@ TRANSIENT = (IpfsUnavailable, ChainUnavailable, ConnectionError, TimeoutError)
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=8,
+    # Defaults; training_run_enqueue sends the limits of the settings with each run.
     soft_time_limit=settings.TRAINING_SOFT_TIME_LIMIT_SECONDS,
     time_limit=settings.TRAINING_SOFT_TIME_LIMIT_SECONDS + 60,
 )
@@ -33,10 +34,8 @@ def run_training(self, run_id: int) -> None:
     except RunFailed as exc:
         training_run_fail_and_refund(run_id, str(exc))
     except SoftTimeLimitExceeded:
-        minutes = settings.TRAINING_SOFT_TIME_LIMIT_SECONDS // 60
         fail_and_refund.delay(
-            run_id,
-            f"The run did not finish within its time limit ({minutes} min); it was refunded.",
+            run_id, "The run did not finish within its time limit; it was refunded."
         )
     except TRANSIENT as exc:
         if self.request.retries >= self.max_retries:
