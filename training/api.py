@@ -9,9 +9,6 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from training import selectors, services
-from training.ml import MODELS
-
-ALL_MODELS = sorted({m for models in MODELS.values() for m in models})
 
 
 class TrainingRunListApi(APIView):

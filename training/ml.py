@@ -31,13 +31,12 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-CLASSIFICATION, REGRESSION = "classification", "regression"
-MODELS = {
-    CLASSIFICATION: ("logistic_regression", "random_forest", "hist_gradient_boosting"),
-    REGRESSION: ("ridge", "random_forest", "hist_gradient_boosting"),
-}
-# An integer target with at most this many distinct values is read as class labels.
-MAX_CLASSES_FOR_INTEGER_TARGET = 20
+from training.catalog import (  # noqa: F401 - re-exported for callers of the ML module
+    CLASSIFICATION,
+    MAX_CLASSES_FOR_INTEGER_TARGET,
+    MODELS,
+    REGRESSION,
+)
 
 
 def infer_task(target: pd.Series) -> str:

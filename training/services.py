@@ -29,7 +29,7 @@ from chain.wrappers import DatasetRegistry, JobTerms, TrainingEscrow
 from datasets.models import Dataset
 from marketplace.errors import ApplicationError
 from marketplace.models import User
-from training import artifacts, ml, valuation
+from training import catalog
 from training.models import TrainingRun, TrainingRunDataset
 from training.payouts import Payout, payees_and_amounts, payouts_for
 
@@ -99,13 +99,13 @@ def _target_classes(datasets: list[Dataset], target: str) -> dict[str, int] | No
 
 def _infer_task(datasets: list[Dataset], target: str, family: str) -> str:
     if family != "number":
-        return ml.CLASSIFICATION
+        return catalog.CLASSIFICATION
     columns = [next(c for c in d.columns if c["name"] == target) for d in datasets]
     if all(c["type"] == "integer" for c in columns) and max(c["distinct"] for c in columns) <= (
-        ml.MAX_CLASSES_FOR_INTEGER_TARGET
+        catalog.MAX_CLASSES_FOR_INTEGER_TARGET
     ):
-        return ml.CLASSIFICATION
-    return ml.REGRESSION
+        return catalog.CLASSIFICATION
+    return catalog.REGRESSION
 
 
 @transaction.atomic
@@ -146,16 +146,16 @@ def training_run_create(
     features, families = _combined_schema(datasets, target_column)
     inferred = _infer_task(datasets, target_column, families[target_column])
     task = task or inferred
-    if task not in ml.MODELS:
+    if task not in catalog.MODELS:
         raise _refuse("The task must be classification or regression.", "bad_task")
-    if task == ml.REGRESSION and families[target_column] != "number":
+    if task == catalog.REGRESSION and families[target_column] != "number":
         raise _refuse(
             f"The target {target_column!r} is not numeric, so it cannot be a regression target.",
             "bad_task",
         )
-    if model not in ml.MODELS[task]:
+    if model not in catalog.MODELS[task]:
         raise _refuse(
-            f"Unknown model {model!r} for {task}: choose one of {', '.join(ml.MODELS[task])}.",
+            f"Unknown model {model!r} for {task}: choose one of {', '.join(catalog.MODELS[task])}.",
             "unknown_model",
         )
     test_fraction = 0.25 if test_fraction is None else float(test_fraction)
@@ -166,13 +166,13 @@ def training_run_create(
         raise _refuse(
             f"The datasets hold {rows} rows; a run needs at least {MIN_ROWS}.", "too_few_rows"
         )
-    if task == ml.CLASSIFICATION and inferred == ml.REGRESSION:
+    if task == catalog.CLASSIFICATION and inferred == catalog.REGRESSION:
         raise _refuse(
             f"The target {target_column!r} holds continuous numbers: it is a regression target, "
             "not classes. Choose regression.",
             "bad_task",
         )
-    if task == ml.CLASSIFICATION:
+    if task == catalog.CLASSIFICATION:
         classes = _target_classes(datasets, target_column)
         if classes is not None:
             if len(classes) < 2:
@@ -397,6 +397,8 @@ def training_run_execute(run_id: int) -> None:
 
 
 def _train_and_package(run: TrainingRun) -> _Packaged:
+    from training import ml, valuation  # scikit-learn: loaded by the workers that train only
+
     registry = DatasetRegistry.deployed()
     inputs = list(run.inputs.select_related("dataset").order_by("position"))
     with tempfile.TemporaryDirectory(dir=settings.DATA_DIR, prefix="run-") as tmp:
@@ -454,6 +456,7 @@ def _train_and_package(run: TrainingRun) -> _Packaged:
 def _package(run, inputs, result, values, payouts, workdir: Path) -> _Packaged:
     from datasets.storage import normalize_cid, pin_file, raw_cid_for_sha256
     from marketplace.crypto import encrypt_stream, new_data_key, wrap_data_key
+    from training import artifacts
 
     model_bytes = artifacts.model_to_bytes(result.pipeline)
     by_listing = {p.dataset_id: p for p in payouts}

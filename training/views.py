@@ -5,7 +5,7 @@ from django.shortcuts import render
 from datasets.models import Dataset
 from marketplace.errors import ApplicationError
 from training import selectors
-from training.ml import MODELS
+from training.catalog import MODELS
 
 
 @login_required
