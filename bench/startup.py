@@ -37,14 +37,16 @@ def main() -> None:
     if args.clone:
         folder = Path(tempfile.mkdtemp(prefix="marketplace-cold-")) / "marketplace"
         subprocess.run(["git", "clone", "-q", str(ROOT), str(folder)], check=True)
-    log = open(folder / ".startup-bench.log", "w")  # noqa: SIM115
+    (folder / ".data").mkdir(exist_ok=True)
+    log_path = folder / ".data" / "startup-bench.log"
+    log = open(log_path, "w")  # noqa: SIM115
     started = time.monotonic()
     process = subprocess.Popen(
         ["make", "up"], cwd=folder, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
     )
     while not healthz_green():
         if process.poll() is not None or time.monotonic() - started > args.timeout:
-            print(f"not green; see {folder / '.startup-bench.log'}", file=sys.stderr)
+            print(f"not green; see {log_path}", file=sys.stderr)
             os.killpg(process.pid, signal.SIGTERM)
             sys.exit(1)
         time.sleep(0.5)
