@@ -6,7 +6,7 @@ import hashlib
 import io
 
 from django.conf import settings
-from django.db.models import Q, QuerySet
+from django.db.models import QuerySet
 
 from marketplace.errors import ApplicationError
 from marketplace.models import User
@@ -38,7 +38,8 @@ def run_for(user: User, run_id: int, *, buyer_only: bool = False) -> TrainingRun
 
 
 def run_detail(run: TrainingRun) -> dict:
-    inputs = list(run.inputs.select_related("dataset").order_by("position"))
+    # .all() so that a prefetch of inputs__dataset (lists of runs) is used.
+    inputs = sorted(run.inputs.all(), key=lambda entry: entry.position)
     return {
         "id": run.pk,
         "status": run.status,
@@ -110,7 +111,3 @@ def run_model_bytes(run: TrainingRun) -> bytes:
         run.wrapped_model_key, settings.MASTER_KEY, context=f"model:{run.job_id}".encode()
     )
     return b"".join(iter_decrypt(io.BytesIO(sealed), key))
-
-
-def runs_using_datasets_of(user: User) -> QuerySet[TrainingRun]:
-    return TrainingRun.objects.filter(Q(inputs__owner_address=user.address)).distinct()

@@ -9,7 +9,6 @@ State machine (only these functions move it, with guarded updates):
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import secrets
@@ -588,4 +587,7 @@ def training_run_fail_and_refund(run_id: int, reason: str) -> None:
 
 
 def report_json(run: TrainingRun) -> bytes:
-    return json.dumps(run.report, indent=2, sort_keys=True).encode()
+    """The report exactly as pinned: its sha-256 is the report hash of the settlement."""
+    from training import artifacts
+
+    return artifacts.canonical_json(run.report)

@@ -1,6 +1,7 @@
 """Training runs end to end on the real stack: quote, the buyer's payment into the escrow, the
 Celery worker training on decrypted data, valuation, settlement, downloads and the lineage."""
 
+import hashlib
 import json
 import os
 import signal
@@ -102,6 +103,8 @@ def test_only_the_buyer_downloads_the_model_and_contributors_read_the_report(
     report = contributor.get(f"/api/training-runs/{run.pk}/report")
     assert report.status_code == 200
     assert json.loads(report.content)["valuation"]["method"] == "knn-shapley"
+    # The download is the pinned report itself: it hashes to what the settlement recorded.
+    assert "0x" + hashlib.sha256(report.content).hexdigest() == run.report_hash
     assert stranger.get(f"/api/training-runs/{run.pk}/report").status_code == 403
     assert APIClient().get(f"/api/training-runs/{run.pk}").status_code == 401
 
