@@ -6,10 +6,11 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 
+from django.conf import settings
 from web3 import Web3
 from web3.contract import Contract
 
-from chain.client import deployed_addresses, deployed_contract, get_web3
+from chain.client import deployed_addresses, deployed_contract, get_web3, web3_for
 from chain.events import ChainEvent, _plain, decode_receipt
 from chain.sender import SentTransaction, TransactionSender, operator_sender
 
@@ -54,6 +55,13 @@ class _Wrapper:
         w3 = w3 or get_web3()
         return cls(w3, deployed_contract(w3, cls.name))
 
+    @classmethod
+    def for_requests(cls):
+        """A wrapper that only encodes transactions for users' wallets: it makes no RPC call
+        (pages that poll build these on every request)."""
+        w3 = web3_for(settings.CHAIN_RPC_URL)
+        return cls(w3, deployed_contract(w3, cls.name))
+
     @property
     def sender(self) -> TransactionSender:
         if self._sender is None:
@@ -88,7 +96,7 @@ class _Wrapper:
 
     def request(self, function: str, *args, value: int = 0) -> TxRequest:
         data = self.contract.encode_abi(function, args=list(args))
-        return TxRequest(self.w3.eth.chain_id, self.address, data, value)
+        return TxRequest(settings.CHAIN_ID, self.address, data, value)
 
     def _send(self, intent: str, function: str, *args) -> Outcome:
         data = self.contract.encode_abi(function, args=list(args))

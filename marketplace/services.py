@@ -169,7 +169,7 @@ def did_attribute_request(*, user: User, kind: str, value: str) -> TxRequest:
         name = ENCRYPTION_KEY_ATTRIBUTE
     else:
         raise _refuse("Unknown attribute: choose service or encryption_key.", "bad_kind")
-    registry = IdentityRegistry.deployed()
+    registry = IdentityRegistry.for_requests()
     return registry.set_attribute_request(
         user.address, name.encode(), raw, ATTRIBUTE_VALIDITY_SECONDS
     )

@@ -220,7 +220,7 @@ def training_run_create(
 def training_run_escrow_request(run: TrainingRun) -> dict:
     """What the buyer's wallet sends: `fund(jobId, datasetIds)` with the exact value."""
     listing_ids = list(run.inputs.order_by("position").values_list("listing_id", flat=True))
-    tx = TrainingEscrow.deployed().request(
+    tx = TrainingEscrow.for_requests().request(
         "fund", bytes.fromhex(run.job_id), listing_ids, value=int(run.price_wei)
     )
     return {

@@ -289,3 +289,17 @@ def test_too_few_rows_are_refused(buyer_api, contracts, ipfs_node, tmp_path):
 def test_signed_out_commission_is_401(cancer_datasets):
     response = commission(APIClient(), cancer_datasets)
     assert response.status_code == 401
+
+
+def test_a_run_awaiting_payment_still_shows_how_to_pay_when_the_chain_is_down(
+    buyer_api, cancer_datasets, settings
+):
+    from marketplace.devstack import free_port
+
+    body = commission(buyer_api, cancer_datasets).json()
+    settings.CHAIN_RPC_URL = f"http://127.0.0.1:{free_port()}"
+
+    detail = buyer_api.get(f"/api/training-runs/{body['id']}")
+
+    assert detail.status_code == 200
+    assert detail.json()["escrow"] == body["escrow"]
