@@ -32,6 +32,13 @@ from datasketch import MinHash
 READ_CHUNK = 1024 * 1024
 # Arrow reads some 36 blocks ahead: the block size bounds the parser's memory. A block holds at
 # least two of the longest lines allowed, so a row never straddles blocks.
+# jemalloc hands the CSV reader's buffers back sooner than Arrow's default allocator: the peak
+# memory of listing a 100 MB file drops by about 50 MB (bench/ingest.py).
+try:
+    pa.set_memory_pool(pa.jemalloc_memory_pool())
+except NotImplementedError:  # a pyarrow built without jemalloc keeps its default
+    pass
+
 CSV_BLOCK_SIZE = 2 * 1024 * 1024
 PARQUET_BATCH_ROWS = 65_536
 SAMPLE_ROWS = 5_000  # uniform row sample: histograms, value-pattern checks
