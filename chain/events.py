@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass
 
 from eth_utils import event_abi_to_log_topic
 from web3 import Web3
 from web3._utils.events import get_event_data
+from web3.exceptions import TransactionNotFound
 
 from chain.client import PRODUCT_CONTRACTS, load_artifact
 
@@ -71,3 +73,27 @@ def decode_log(w3: Web3, log, addresses: dict[str, str]) -> ChainEvent | None:
 def decode_receipt(w3: Web3, receipt, addresses: dict[str, str]) -> list[ChainEvent]:
     events = (decode_log(w3, log, addresses) for log in receipt["logs"])
     return [event for event in events if event is not None]
+
+
+def events_of_mined_transaction(tx_hash: str) -> tuple[Web3, list[ChainEvent]]:
+    """Our contracts' events in a transaction a user points us to (a payment or a withdrawal
+    made from their wallet), so we need not wait for the indexer. 4xx when the hash is
+    malformed or the transaction is not mined yet."""
+    from chain.client import deployed_addresses, get_web3
+    from marketplace.errors import ApplicationError
+
+    if not isinstance(tx_hash, str) or not re.fullmatch(r"0x[0-9a-fA-F]{64}", tx_hash):
+        raise ApplicationError(
+            "The transaction hash is malformed: expected 0x and 64 hex digits.",
+            {"code": "bad_tx_hash"},
+        )
+    w3 = get_web3()
+    try:
+        receipt = w3.eth.get_transaction_receipt(tx_hash)
+    except TransactionNotFound:
+        raise ApplicationError(
+            "That transaction is not mined yet; try again in a moment.",
+            {"code": "not_mined"},
+            status_code=409,
+        ) from None
+    return w3, decode_receipt(w3, receipt, deployed_addresses())

@@ -13,21 +13,10 @@ from pathlib import Path
 import skops.io as sio
 
 ROOT = Path(__file__).resolve().parent.parent
-# Types a marketplace model may contain: loading refuses anything else.
-TRUSTED_PREFIXES = ("sklearn.", "numpy.", "scipy.", "builtins.", "collections.")
 
 
 def model_to_bytes(pipeline) -> bytes:
     return sio.dumps(pipeline, compression=8)
-
-
-def model_from_bytes(data: bytes):
-    """Load a skops model, trusting only scikit-learn, NumPy and SciPy types."""
-    untrusted = sio.get_untrusted_types(data=data)
-    refused = [t for t in untrusted if not t.startswith(TRUSTED_PREFIXES)]
-    if refused:
-        raise ValueError(f"the model file contains types that are not trusted: {refused}")
-    return sio.loads(data, trusted=untrusted)
 
 
 @cache

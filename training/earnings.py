@@ -59,22 +59,10 @@ def withdrawal_record(w3: Web3, event: ChainEvent, timestamps: dict | None = Non
 
 def withdrawal_hint(*, user: User, tx_hash: str) -> None:
     """The user's page says it withdrew in `tx_hash`: record that receipt's Withdrawn event now."""
-    from chain.client import deployed_addresses, get_web3
-    from chain.events import decode_receipt
+    from chain.events import events_of_mined_transaction
 
-    if not isinstance(tx_hash, str) or len(tx_hash) != 66 or not tx_hash.startswith("0x"):
-        raise ApplicationError("The transaction hash is malformed.", {"code": "bad_tx_hash"})
-    w3 = get_web3()
-    try:
-        receipt = w3.eth.get_transaction_receipt(tx_hash)
-    except Exception:  # web3 raises TransactionNotFound while it is pending
-        raise ApplicationError(
-            "That transaction is not mined yet.", {"code": "not_mined"}, status_code=409
-        ) from None
-    withdrawn = [
-        e for e in decode_receipt(w3, receipt, deployed_addresses())
-        if e.name == "Withdrawn" and e.args["account"] == user.address
-    ]  # fmt: skip
+    w3, events = events_of_mined_transaction(tx_hash)
+    withdrawn = [e for e in events if e.name == "Withdrawn" and e.args["account"] == user.address]
     if not withdrawn:
         raise ApplicationError(
             "That transaction is not a withdrawal of yours.", {"code": "not_yours"}

@@ -286,20 +286,11 @@ def training_run_fail_and_refund_async(run_id: int, reason: str) -> None:
 def training_run_funding_hint(*, run: TrainingRun, tx_hash: str) -> TrainingRun:
     """The buyer's client says it paid in `tx_hash`: read that receipt now rather than wait for
     the indexer. Only a JobFunded event of this run's job counts."""
-    from chain.client import deployed_addresses, get_web3
-    from chain.events import decode_receipt
+    from chain.events import events_of_mined_transaction
 
-    if not isinstance(tx_hash, str) or len(tx_hash) != 66 or not tx_hash.startswith("0x"):
-        raise _refuse("The transaction hash is malformed.", "bad_tx_hash")
-    w3 = get_web3()
-    try:
-        receipt = w3.eth.get_transaction_receipt(tx_hash)
-    except Exception:  # web3 raises TransactionNotFound while it is pending
-        raise _refuse(
-            "That transaction is not mined yet; try again in a moment.", "not_mined", 409
-        ) from None
+    w3, events = events_of_mined_transaction(tx_hash)
     funded = [
-        e for e in decode_receipt(w3, receipt, deployed_addresses())
+        e for e in events
         if e.name == "JobFunded" and e.args["jobId"].removeprefix("0x") == run.job_id
     ]  # fmt: skip
     if not funded:

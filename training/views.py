@@ -2,7 +2,7 @@ from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
 from django.shortcuts import render
 
-from datasets.models import Dataset
+from datasets.selectors import SUMMARY_FIELDS, dataset_list
 from marketplace.errors import ApplicationError
 from training import selectors
 from training.catalog import MODELS
@@ -10,14 +10,9 @@ from training.catalog import MODELS
 
 @login_required
 def commission(request):
-    listed = (
-        Dataset.objects.filter(status=Dataset.Status.LISTED)
-        .select_related("owner")
-        .order_by("-listed_at", "-id")
-    )
     query = request.GET.get("q", "").strip()
-    if query:
-        listed = listed.filter(search_text__contains=query.lower())
+    # The browse page's search; with the columns, for the shared-column suggestions.
+    listed = dataset_list(params={"search": query}).only(*SUMMARY_FIELDS, "columns")
     page = Paginator(listed, 25).get_page(request.GET.get("page"))
     preselected = {int(i) for i in request.GET.getlist("dataset") if i.isdigit()}
     return render(

@@ -143,3 +143,16 @@ def test_a_datasets_page_and_api_show_its_runs_and_total_earnings(
     assert usage == {"runs": 1, "earned_wei": str(assigned)}
     assert "Used by 1 completed training run, earning" in page
     assert f"{assigned} wei" in page
+
+
+@pytest.mark.parametrize(("tx_hash", "status"), [("nonsense", 400), ("0x" + "cd" * 32, 409)])
+def test_a_withdrawal_hint_that_is_not_a_mined_transaction_is_refused(
+    cancer_datasets, tx_hash, status
+):
+    response = client_for(cancer_datasets[0].owner).post(
+        "/api/earnings/withdrawals", {"tx_hash": tx_hash}, format="json"
+    )
+
+    assert response.status_code == status
+    assert response.json()["message"]
+    assert not Withdrawal.objects.exists()

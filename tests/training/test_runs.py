@@ -303,3 +303,39 @@ def test_a_run_awaiting_payment_still_shows_how_to_pay_when_the_chain_is_down(
 
     assert detail.status_code == 200
     assert detail.json()["escrow"] == body["escrow"]
+
+
+@pytest.mark.parametrize(
+    ("tx_hash", "status", "code"),
+    [
+        ("0x1234", 400, "bad_tx_hash"),
+        ("0x" + "zz" * 32, 400, "bad_tx_hash"),
+        ("0x" + "ab" * 32, 409, "not_mined"),  # no such transaction (yet)
+    ],
+)
+def test_a_funding_hint_that_is_not_a_mined_payment_is_refused(
+    buyer_api, cancer_datasets, tx_hash, status, code
+):
+    body = commission(buyer_api, cancer_datasets).json()
+
+    response = buyer_api.post(
+        f"/api/training-runs/{body['id']}/funding", {"tx_hash": tx_hash}, format="json"
+    )
+
+    assert response.status_code == status
+    assert response.json()["extra"]["code"] == code
+    assert TrainingRun.objects.get(pk=body["id"]).status == "awaiting_payment"
+
+
+def test_a_funding_hint_for_another_transaction_is_refused(buyer_api, cancer_datasets):
+    first = commission(buyer_api, cancer_datasets).json()
+    second = commission(buyer_api, cancer_datasets, seed=4).json()
+    paid_first = wallet_pay(first["escrow"])
+
+    response = buyer_api.post(
+        f"/api/training-runs/{second['id']}/funding", {"tx_hash": paid_first}, format="json"
+    )
+
+    assert response.status_code == 400
+    assert response.json()["extra"]["code"] == "not_this_run"
+    assert TrainingRun.objects.get(pk=second["id"]).status == "awaiting_payment"
