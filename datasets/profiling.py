@@ -51,6 +51,7 @@ MINHASH_SEED = 20240607
 HLL_PRECISION = 12
 DISPLAY_CHARS = 80
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
+FORMULA_LEADS = pa.array(FORMULA_PREFIXES)
 
 # Both ways of writing a name: "first_name", "FirstName", "first name".
 _SPLIT = re.compile(r"[^a-z0-9]+")
@@ -138,6 +139,32 @@ def minhash_from_bytes(raw: bytes) -> MinHash:
     return MinHash(seed=MINHASH_SEED, hashvalues=values, scheme="affine64")
 
 
+_FMIX64 = (np.uint64(33), np.uint64(0xFF51AFD7ED558CCD), np.uint64(0xC4CEB9FE1A85EC53))
+MINHASH_BLOCK = 4096  # values per block
+
+
+def minhash_update(minhash: MinHash, values: np.ndarray) -> None:
+    """`minhash.update_batch(values)` for 64-bit hashes (scheme "affine64", identity hashfunc),
+    the same hash values, without turning each value into a Python int: the murmur3 finalizer,
+    then each permutation a * h + b (mod 2^64), the minimum per permutation. The products go to
+    one reused buffer (fresh multi-megabyte temporaries cost a page fault per page each time)."""
+    shift, first, second = _FMIX64
+    a, b = (np.asarray(p, dtype=np.uint64) for p in minhash.permutations)
+    products = np.empty((min(MINHASH_BLOCK, len(values)), len(a)), dtype=np.uint64)
+    lowest = minhash.hashvalues.astype(np.uint64)
+    with np.errstate(over="ignore"):
+        for start in range(0, len(values), MINHASH_BLOCK):
+            h = np.asarray(values[start : start + MINHASH_BLOCK], dtype=np.uint64)
+            h = (h ^ (h >> shift)) * first
+            h = (h ^ (h >> shift)) * second
+            h ^= h >> shift
+            block = products[: len(h)]
+            np.multiply(h[:, None], a, out=block)
+            block += b
+            np.minimum(lowest, block.min(axis=0), out=lowest)
+    minhash.hashvalues = lowest
+
+
 def minhash_band_keys(raw: bytes, bands: int = 64) -> list[int]:
     """Locality-sensitive keys: listings sharing a key are candidates for near-duplicates."""
     values = np.frombuffer(raw, dtype=np.uint64)
@@ -220,7 +247,7 @@ def _check_text(path: Path, limits: Limits, on_progress: Callable[[float], None]
             lines += len(newlines)
             quotes += chunk.count(b'"')
             consumed += len(chunk)
-            on_progress(0.2 * consumed / max(size, 1))
+            on_progress(consumed / max(size, 1))
         try:
             decoder.decode(b"", final=True)
         except UnicodeDecodeError:
@@ -359,89 +386,145 @@ class _ColumnStats:
     max_length: int | None = None
     formula_cells: int = 0
     formula_examples: list[str] = field(default_factory=list)
+    distinct_share: float = 0.0  # distinct values per cell in the last tallied batch
+
+    @property
+    def wants_tally(self) -> bool:
+        """Whether the distinct values of a batch are worth finding first: while they are being
+        counted exactly, or while they repeat (a column of mostly distinct values is hashed
+        cell by cell, the same hashes without the dictionary)."""
+        return self.counts is not None or self.distinct_share < 0.5
 
     def add(self, column: pa.Array, hashes: np.ndarray, tally=None) -> None:
-        """`tally`: (distinct values, their counts) when the caller has them already."""
+        """`hashes`: one per cell. `tally`: (distinct values, their hashes, their counts) when
+        the caller has them already."""
         valid = column.drop_null() if column.null_count else column
         self.nulls += column.null_count
         self.count += len(valid)
         if len(valid) == 0:
             return
-        self.hll.add(hashes[column.is_valid().to_numpy(zero_copy_only=False)])
+        if tally is not None:  # the distinct values are enough (and usually far fewer)
+            self.hll.add(tally[1])
+            self.distinct_share = len(tally[1]) / len(column)
+        elif column.null_count:
+            self.hll.add(hashes[column.is_valid().to_numpy(zero_copy_only=False)])
+        else:
+            self.hll.add(hashes)
         if self.counts is not None:
             if tally is None:
                 value_counts = pc.value_counts(valid)
-                tally = (value_counts.field("values"), value_counts.field("counts"))
-            values, tallies = tally
+                values, tallies = value_counts.field("values"), value_counts.field("counts")
+            else:
+                values, _, tallies = tally
             if len(values) > EXACT_COUNT_LIMIT:
                 self.counts = None
             else:
-                tallies = tallies.to_pylist() if isinstance(tallies, pa.Array) else tallies
+                tallies = tallies.to_pylist() if isinstance(tallies, pa.Array) else tallies.tolist()
                 self.counts.update(dict(zip(values.to_pylist(), tallies, strict=True)))
                 if len(self.counts) > EXACT_COUNT_LIMIT:
                     self.counts = None
         if self.label in {"integer", "float", "timestamp", "date", "time", "duration"}:
-            low, high = pc.min_max(valid).values()
-            low, high = low.as_py(), high.as_py()
-            if self.label == "float":
-                numbers = pc.cast(valid, pa.float64())
-                finite = pc.filter(numbers, pc.is_finite(numbers))
-                if len(finite):
-                    low_f, high_f = pc.min_max(finite).values()
-                    low, high = low_f.as_py(), high_f.as_py()
-                    self.total += pc.sum(finite).as_py()
-                    self.total_squares += pc.sum(pc.multiply(finite, finite)).as_py()
-                else:
-                    low = high = None
-            elif self.label == "integer":
-                numbers = pc.cast(valid, pa.float64())
-                self.total += pc.sum(numbers).as_py()
-                self.total_squares += pc.sum(pc.multiply(numbers, numbers)).as_py()
-            if low is not None:
-                self.minimum = low if self.minimum is None else min(self.minimum, low)
-                self.maximum = high if self.maximum is None else max(self.maximum, high)
+            self._add_numbers(valid)
         elif self.label == "string":
             # On the distinct values when the caller has them, weighted by their counts.
-            values, weights = tally if tally is not None else (valid, None)
-            lengths = pc.min_max(pc.utf8_length(values))
-            low, high = lengths["min"].as_py(), lengths["max"].as_py()
-            self.min_length = low if self.min_length is None else min(self.min_length, low)
-            self.max_length = high if self.max_length is None else max(self.max_length, high)
-            formulas = pc.and_(
-                pc.match_substring_regex(values, r"^[=+\-@\t\r]"),
-                pc.invert(pc.match_substring_regex(values, NUMBER_PATTERN.pattern)),
-            )
-            flags = formulas.to_numpy(zero_copy_only=False)
-            found = int(flags.sum() if weights is None else np.asarray(weights)[flags].sum())
-            if found:
-                self.formula_cells += found
-                if len(self.formula_examples) < 3:
-                    examples = pc.filter(values, formulas).slice(0, 3).to_pylist()
-                    self.formula_examples.extend(examples[: 3 - len(self.formula_examples)])
+            values, weights = (tally[0], tally[2]) if tally is not None else (valid, None)
+            self._add_text(values, weights)
+
+    def _add_numbers(self, valid: pa.Array) -> None:
+        if pa.types.is_floating(valid.type) or pa.types.is_integer(valid.type):
+            raw = valid.to_numpy()  # no nulls left: numpy reads Arrow's buffer in place
+            low, high = raw.min(), raw.max()
+            if self.label == "integer" or (np.isfinite(low) and np.isfinite(high)):
+                numbers = raw.astype(np.float64, copy=False)  # floats: no NaN, no infinity
+                self.total += float(numbers.sum())
+                # Not np.dot: BLAS threads would spin on the cores the IPFS node works on.
+                self.total_squares += float(np.square(numbers).sum())
+                self._widen_range(low.item(), high.item())
+                return
+        low, high = pc.min_max(valid).values()
+        low, high = low.as_py(), high.as_py()
+        if self.label == "float":
+            numbers = pc.cast(valid, pa.float64())
+            finite = pc.filter(numbers, pc.is_finite(numbers))
+            if len(finite):
+                low_f, high_f = pc.min_max(finite).values()
+                low, high = low_f.as_py(), high_f.as_py()
+                self.total += pc.sum(finite).as_py()
+                self.total_squares += pc.sum(pc.multiply(finite, finite)).as_py()
+            else:
+                low = high = None
+        elif self.label == "integer":
+            numbers = pc.cast(valid, pa.float64())
+            self.total += pc.sum(numbers).as_py()
+            self.total_squares += pc.sum(pc.multiply(numbers, numbers)).as_py()
+        self._widen_range(low, high)
+
+    def _widen_range(self, low, high) -> None:
+        if low is not None:
+            self.minimum = low if self.minimum is None else min(self.minimum, low)
+            self.maximum = high if self.maximum is None else max(self.maximum, high)
+
+    def _add_text(self, values: pa.Array, weights: np.ndarray | None) -> None:
+        lengths = pc.min_max(pc.utf8_length(values))
+        low, high = lengths["min"].as_py(), lengths["max"].as_py()
+        self.min_length = low if self.min_length is None else min(self.min_length, low)
+        self.max_length = high if self.max_length is None else max(self.max_length, high)
+        # The regular expression runs only where a value starts like a formula (rare).
+        leading = pc.is_in(pc.utf8_slice_codeunits(values, 0, 1), value_set=FORMULA_LEADS)
+        if not pc.any(leading).as_py():
+            return
+        formulas = pc.and_(
+            leading, pc.invert(pc.match_substring_regex(values, NUMBER_PATTERN.pattern))
+        )
+        flags = formulas.to_numpy(zero_copy_only=False)
+        found = int(flags.sum() if weights is None else np.asarray(weights)[flags].sum())
+        if found:
+            self.formula_cells += found
+            if len(self.formula_examples) < 3:
+                examples = pc.filter(values, formulas).slice(0, 3).to_pylist()
+                self.formula_examples.extend(examples[: 3 - len(self.formula_examples)])
 
 
 NULL_HASH = np.uint64(0x5BD1E9955BD1E995)
 
 
-def _column_hashes(column: pa.Array) -> tuple[np.ndarray, tuple | None]:
-    """A 64-bit hash per cell, and for text columns the distinct values with their counts.
-    Text is dictionary-encoded first, so each distinct value is hashed once."""
-    if not (
-        pa.types.is_string(column.type)
-        or pa.types.is_large_string(column.type)
-        or pa.types.is_binary(column.type)
-        or pa.types.is_large_binary(column.type)
-    ):
+def _is_text(dtype: pa.DataType) -> bool:
+    return (
+        pa.types.is_string(dtype)
+        or pa.types.is_large_string(dtype)
+        or pa.types.is_binary(dtype)
+        or pa.types.is_large_binary(dtype)
+    )
+
+
+def _text_hashes(values: pa.Array) -> np.ndarray:
+    """pandas' hash of each value, handed over as bytes: pandas hashes a str by its UTF-8
+    bytes, so the hashes are the same, without decoding every value into a Python str."""
+    if pa.types.is_string(values.type):
+        values = values.cast(pa.binary())
+    elif pa.types.is_large_string(values.type):
+        values = values.cast(pa.large_binary())
+    return pd.util.hash_array(values.to_numpy(zero_copy_only=False), categorize=False)
+
+
+def _column_hashes(column: pa.Array, *, tally: bool = True) -> tuple[np.ndarray, tuple | None]:
+    """A 64-bit hash per cell (nulls: NULL_HASH). With `tally`, text is dictionary-encoded first,
+    so each distinct value is hashed once, and the distinct values come back with their hashes
+    and counts; without it (a column of mostly distinct values) the cells are hashed as they are
+    (the same hashes)."""
+    if not _is_text(column.type):
         return pd.util.hash_array(column.to_numpy(zero_copy_only=False), categorize=False), None
+    if not tally:
+        hashes = _text_hashes(column)
+        if column.null_count:
+            hashes[~column.is_valid().to_numpy(zero_copy_only=False)] = NULL_HASH
+        return hashes, None
     encoded = pc.dictionary_encode(column)
     dictionary = encoded.dictionary
-    table = np.append(
-        pd.util.hash_array(dictionary.to_numpy(zero_copy_only=False), categorize=False),
-        NULL_HASH,
-    )
+    table = np.append(_text_hashes(dictionary), NULL_HASH)
     indices = pc.fill_null(encoded.indices, len(dictionary)).to_numpy(zero_copy_only=False)
     counts = np.bincount(indices, minlength=len(dictionary) + 1)[: len(dictionary)]
-    return table[indices], (dictionary, counts.tolist())
+    return table[indices], (dictionary, table[:-1], counts)
 
 
 def _combine_row_hashes(column_hashes: list[np.ndarray], rows: int) -> np.ndarray:
@@ -574,42 +657,77 @@ def _widened(message: str, schema: pa.Schema) -> tuple[str, pa.DataType]:
 # --- the profile ----------------------------------------------------------------------------
 
 
-def profile_file(
+@dataclass(frozen=True)
+class CheckedFile:
+    """What the first pass learnt of a file that may be described (`describe_file`)."""
+
+    path: Path
+    file_format: str  # "csv" or "parquet"
+    sha256: str  # of the file's bytes
+    lines: int  # CSV: lines, header included
+    delimiter: str  # CSV
+
+
+def check_file(
     path: Path, *, limits: Limits, on_progress: Callable[[float], None] = lambda f: None
-) -> Profile:
-    """Read the whole file once (twice for CSV: bytes, then rows) and describe it."""
+) -> CheckedFile:
+    """The first, cheap pass: the bytes are CSV text (or the file is Parquet with an acceptable
+    schema) and their sha-256. Random bytes, non-UTF-8 text, overlong lines and truncated files
+    are refused here, before anything is encrypted or stored."""
     size = path.stat().st_size
     if size == 0:
         raise InputRejected("The file is empty.", "empty")
     if _is_parquet(path, size):
-        return _profile_parquet(path, limits, on_progress)
+        schema = _parquet_file(path).schema_arrow
+        _check_schema(schema, limits)
+        return CheckedFile(path, "parquet", _file_sha256(path), 0, "")
     facts = _check_text(path, limits, on_progress)
-    attempts = _csv_batches(path, facts.delimiter, limits)
+    return CheckedFile(path, "csv", facts.sha256, facts.lines, facts.delimiter)
+
+
+def describe_file(
+    checked: CheckedFile, *, limits: Limits, on_progress: Callable[[float], None] = lambda f: None
+) -> Profile:
+    """The second pass, over the rows: schema, column statistics, quality warnings, distinct
+    rows and their MinHash."""
+    if checked.file_format == "parquet":
+        return _profile_parquet(checked, on_progress)
+    attempts = _csv_batches(checked.path, checked.delimiter, limits)
     schema, batches = next(attempts)
     while True:
         try:
             result = _profile_rows(
                 schema,
                 batches,
-                expected_rows=max(facts.lines - 1, 1),
-                on_progress=lambda f: on_progress(0.2 + 0.8 * f),
+                expected_rows=max(checked.lines - 1, 1),
+                on_progress=on_progress,
             )
         except _Widen as exc:
             schema, batches = attempts.send(_widened(str(exc), schema))
             continue
-        return _finish(result, "csv", facts.sha256)
+        return _finish(result, "csv", checked.sha256)
 
 
-def _profile_parquet(path: Path, limits: Limits, on_progress) -> Profile:
+def profile_file(
+    path: Path, *, limits: Limits, on_progress: Callable[[float], None] = lambda f: None
+) -> Profile:
+    """Both passes: check the file, then describe it."""
+    checked = check_file(path, limits=limits, on_progress=lambda f: on_progress(0.2 * f))
+    return describe_file(checked, limits=limits, on_progress=lambda f: on_progress(0.2 + 0.8 * f))
+
+
+def _parquet_file(path: Path) -> pq.ParquetFile:
     try:
-        parquet = pq.ParquetFile(str(path))
-        schema = parquet.schema_arrow
+        return pq.ParquetFile(str(path))
     except (pa.ArrowException, OSError) as exc:
         raise InputRejected(
             f"The file is not a readable Parquet file: {exc}", "bad_parquet"
         ) from None
-    _check_schema(schema, limits)
-    sha256 = _file_sha256(path)
+
+
+def _profile_parquet(checked: CheckedFile, on_progress) -> Profile:
+    parquet = _parquet_file(checked.path)
+    schema = parquet.schema_arrow
 
     def batches() -> Iterator[pa.RecordBatch]:
         try:
@@ -620,7 +738,7 @@ def _profile_parquet(path: Path, limits: Limits, on_progress) -> Profile:
     result = _profile_rows(
         schema, batches(), expected_rows=max(parquet.metadata.num_rows, 1), on_progress=on_progress
     )
-    return _finish(result, "parquet", sha256)
+    return _finish(result, "parquet", checked.sha256)
 
 
 @dataclass
@@ -657,22 +775,27 @@ def _profile_rows(
             for column in batch.columns
         ]
         batch = pa.RecordBatch.from_arrays(columns, names=schema.names)
-        hashed = [_column_hashes(column) for column in columns]
+        hashed = [
+            _column_hashes(column, tally=column_stats.wants_tally)
+            for column_stats, column in zip(stats, columns, strict=True)
+        ]
         hashes = [column_hashes for column_hashes, _ in hashed]
         for column_stats, column, (column_hashes, tally) in zip(
             stats, columns, hashed, strict=True
         ):
             column_stats.add(column, column_hashes, tally)
         combined = _combine_row_hashes(hashes, batch.num_rows)
-        row_hll.add(combined)
         if row_hashes is not None:
             row_hashes.append(combined)
             kept += len(combined)
-            if kept > ROW_HASH_LIMIT:
+            if kept > ROW_HASH_LIMIT:  # too many rows to keep: count and MinHash them as they go
+                for kept_hashes in row_hashes:
+                    row_hll.add(kept_hashes)
+                    minhash_update(minhash, kept_hashes)
                 row_hashes = None
-        if row_hashes is None:  # too many rows to keep: MinHash as the rows stream by
-            for start in range(0, len(combined), 8192):
-                minhash.update_batch(combined[start : start + 8192])
+        else:
+            row_hll.add(combined)
+            minhash_update(minhash, combined)
         sample.add(batch)
         rows += batch.num_rows
         now = time.monotonic()
@@ -688,8 +811,7 @@ def _profile_rows(
         every.sort()
         unique = every[np.concatenate(([True], every[1:] != every[:-1]))]
         del every
-        for start in range(0, len(unique), 8192):  # once per distinct row
-            minhash.update_batch(unique[start : start + 8192])
+        minhash_update(minhash, unique)  # once per distinct row
     return _RowsResult(schema, rows, stats, sample.table, unique, row_hll, minhash)
 
 

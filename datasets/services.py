@@ -11,6 +11,9 @@ import re
 import secrets
 import shutil
 import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
 from decimal import Decimal
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -34,7 +37,6 @@ from datasets.selectors import description_excerpt
 from datasets.storage import (
     IpfsError,
     cat_sha256,
-    normalize_cid,
     pin_file,
     raw_cid_for_sha256,
     unpin,
@@ -226,18 +228,33 @@ def _set_stage(dataset_id: int, status: str, stage: str, fraction: float = 0.0) 
     )
 
 
+def _work_files(dataset: Dataset) -> list[Path]:
+    """The upload and what processing writes beside it (ciphertext, metadata, pin marker)."""
+    if not dataset.upload_path:
+        return []
+    path = Path(dataset.upload_path)
+    suffixes = (".enc", ".meta.json", ".cid")
+    return [path] + [path.with_name(path.name + suffix) for suffix in suffixes]
+
+
 def _delete_files(dataset: Dataset) -> None:
-    if dataset.upload_path:
-        path = Path(dataset.upload_path)
+    for path in _work_files(dataset):
         path.unlink(missing_ok=True)
-        path.with_name(path.name + ".enc").unlink(missing_ok=True)
-        path.with_name(path.name + ".meta.json").unlink(missing_ok=True)
+
+
+def _pin_marker(dataset: Dataset) -> Path | None:
+    """Where the sealing thread notes the ciphertext's CID the moment it is pinned, before the
+    dataset row records it: a retry or a failure unpins it even if the process died between."""
+    return _work_files(dataset)[-1] if dataset.upload_path else None
 
 
 def _unpin_all(dataset: Dataset) -> None:
-    for cid in (dataset.cid, dataset.metadata_cid):
-        if cid:
-            unpin(cid)
+    marker = _pin_marker(dataset)
+    pending = marker.read_text().strip() if marker and marker.exists() else ""
+    for cid in {dataset.cid, dataset.metadata_cid, pending} - {""}:
+        unpin(cid)
+    if marker:
+        marker.unlink(missing_ok=True)
 
 
 def dataset_reject(*, dataset_id: int, reason: str) -> bool:
@@ -295,10 +312,11 @@ def dataset_fail(*, dataset_id: int, reason: str) -> bool:
     return bool(moved)
 
 
-def _exact_duplicate(dataset: Dataset, profile: profiling.Profile) -> Dataset | None:
-    same = Q(file_sha256=profile.file_sha256)
-    if profile.rows_sha256:
-        same |= Q(rows_sha256=profile.rows_sha256)
+def _exact_duplicate(dataset: Dataset, file_sha256: str, rows_sha256: str = "") -> Dataset | None:
+    """An active listing with the same bytes, or the same distinct rows in another order."""
+    same = Q(file_sha256=file_sha256)
+    if rows_sha256:
+        same |= Q(rows_sha256=rows_sha256)
     return Dataset.objects.filter(same, status__in=Dataset.ACTIVE).exclude(pk=dataset.pk).first()
 
 
@@ -380,18 +398,78 @@ def _metadata_document(dataset: Dataset, profile: profiling.Profile, columns, wa
     return raw
 
 
+class _Sealing:
+    """Encrypt the upload, pin the ciphertext and read it back, in a thread of its own, while the
+    caller describes the rows: the IPFS node works on the ciphertext while this process works on
+    the plaintext. The thread touches no database (it would hold a connection of its own); it
+    notes the CID in the pin marker the moment the node has pinned it."""
+
+    def __init__(self, dataset: Dataset, data_key: bytes):
+        self.stage = Stage.ENCRYPTING
+        self._path = Path(dataset.upload_path)
+        self._marker = _pin_marker(dataset)
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seal-{dataset.pk}")
+        self._future = executor.submit(self._run, data_key)
+        executor.shutdown(wait=False)
+
+    def _run(self, data_key: bytes) -> tuple[str, int, str]:
+        encrypted = self._path.with_name(self._path.name + ".enc")
+        with self._path.open("rb") as source, encrypted.open("wb") as target:
+            size, sha256 = encrypt_stream(source, target, data_key)
+        self.stage = Stage.PINNING
+        cid = pin_file(encrypted)
+        self._marker.write_text(cid)
+        self.stage = Stage.VERIFYING
+        read_sha256, read_size = cat_sha256(cid)
+        if (read_sha256, read_size) != (sha256, size):
+            raise IpfsUnavailable(
+                f"the IPFS node returned other bytes for {cid} than were pinned "
+                f"({read_size} bytes, sha-256 {read_sha256[:12]}…)"
+            )
+        return cid, size, sha256
+
+    def result(self, on_wait: Callable[[str], None]) -> tuple[str, int, str]:
+        """(CID, ciphertext bytes, ciphertext sha-256); `on_wait(stage)` twice a second until
+        then. Raises what the thread raised."""
+        while True:
+            try:
+                return self._future.result(timeout=0.5)
+            except FutureTimeout:
+                on_wait(self.stage)
+
+    def settle(self) -> None:
+        """Wait for the thread and ignore its outcome: the caller gives up on this attempt (and
+        unpins what the marker names)."""
+        wait([self._future])
+
+
+def _progress(dataset_id: int, stage: str) -> Callable[[float], None]:
+    """A progress callback that writes the dataset row at most twice a second."""
+    last = 0.0
+
+    def report(fraction: float) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 0.5:
+            last = now
+            _set_stage(dataset_id, Status.PROCESSING, stage, fraction)
+
+    return report
+
+
 def dataset_process(*, dataset_id: int) -> None:
-    """Describe and check the file, encrypt it, pin the ciphertext and the metadata, read the
-    ciphertext back, then wait for the owner's signature. Runs again from the start after an
-    interruption (a retry unpins what the previous attempt pinned)."""
+    """Check the file, then describe its rows while a second thread encrypts it, pins the
+    ciphertext and reads it back; pin the metadata, then wait for the owner's signature. Runs
+    again from the start after an interruption (a retry unpins what the previous attempt
+    pinned)."""
     # Imported here: the parsing libraries are the worker's, the web process never needs them.
     from datasets import profiling
 
     dataset = Dataset.objects.filter(pk=dataset_id).select_related("owner", "parent").first()
     if dataset is None or dataset.status != Status.PROCESSING:
         return
+    _unpin_all(dataset)
     if dataset.cid or dataset.metadata_cid:
-        _unpin_all(dataset)
         Dataset.objects.filter(pk=dataset_id).update(cid="", metadata_cid="")
         dataset.cid = dataset.metadata_cid = ""
     path = Path(dataset.upload_path)
@@ -406,43 +484,46 @@ def dataset_process(*, dataset_id: int) -> None:
     limits = profiling.Limits(
         max_columns=settings.DATASET_MAX_COLUMNS, max_line_bytes=settings.DATASET_MAX_LINE_BYTES
     )
-    try:
-        profile = profiling.profile_file(
-            path,
-            limits=limits,
-            on_progress=lambda f: _set_stage(dataset_id, Status.PROCESSING, Stage.CHECKING, f),
-        )
+    checking = _progress(dataset_id, Stage.CHECKING)
+    try:  # the cheap pass first: bad bytes are refused before anything is encrypted or pinned
+        checked = profiling.check_file(path, limits=limits, on_progress=lambda f: checking(0.1 * f))
     except profiling.InputRejected as exc:
         dataset_reject(dataset_id=dataset_id, reason=exc.message)
         return
-
-    _set_stage(dataset_id, Status.PROCESSING, Stage.COMPARING)
-    duplicate = _exact_duplicate(dataset, profile)
+    duplicate = _exact_duplicate(dataset, checked.sha256)
     if duplicate is not None:
+        dataset_reject(dataset_id=dataset_id, reason=_duplicate_reason(dataset, duplicate))
+        return
+
+    data_key = new_data_key()
+    sealing = _Sealing(dataset, data_key)
+    try:
+        profile = profiling.describe_file(
+            checked, limits=limits, on_progress=lambda f: checking(0.1 + 0.9 * f)
+        )
+        _set_stage(dataset_id, Status.PROCESSING, Stage.COMPARING)
+        duplicate = _exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
+    except profiling.InputRejected as exc:
+        sealing.settle()
+        dataset_reject(dataset_id=dataset_id, reason=exc.message)
+        return
+    except BaseException:
+        sealing.settle()  # the retry, or the failure handler, unpins what it pinned
+        raise
+    if duplicate is not None:
+        sealing.settle()
         dataset_reject(dataset_id=dataset_id, reason=_duplicate_reason(dataset, duplicate))
         return
     warnings = _near_duplicates(dataset, profile) + profile.warnings
     columns = _withhold_values(profile.columns, warnings)
 
-    _set_stage(dataset_id, Status.PROCESSING, Stage.ENCRYPTING)
-    data_key = new_data_key()
-    encrypted = path.with_name(path.name + ".enc")
-    with path.open("rb") as source, encrypted.open("wb") as target:
-        encrypted_size, content_sha256 = encrypt_stream(source, target, data_key)
-
-    _set_stage(dataset_id, Status.PROCESSING, Stage.PINNING)
-    cid = pin_file(encrypted)
-    # Recorded at once, so that a failure or a retry unpins it.
+    _set_stage(dataset_id, Status.PROCESSING, sealing.stage)
+    cid, encrypted_size, content_sha256 = sealing.result(
+        on_wait=lambda stage: _set_stage(dataset_id, Status.PROCESSING, stage)
+    )
     Dataset.objects.filter(pk=dataset_id).update(cid=cid)
     dataset.cid, dataset.content_sha256 = cid, content_sha256
 
-    _set_stage(dataset_id, Status.PROCESSING, Stage.VERIFYING)
-    read_sha256, read_size = cat_sha256(cid)
-    if (read_sha256, read_size) != (content_sha256, encrypted_size):
-        raise IpfsUnavailable(
-            f"the IPFS node returned other bytes for {cid} than were pinned "
-            f"({read_size} bytes, sha-256 {read_sha256[:12]}…)"
-        )
     metadata = _metadata_document(dataset, profile, columns, warnings)
     metadata_path = path.with_name(path.name + ".meta.json")
     metadata_path.write_bytes(metadata)
@@ -450,7 +531,7 @@ def dataset_process(*, dataset_id: int) -> None:
     metadata_cid = pin_file(metadata_path, raw_single_block=True)
     Dataset.objects.filter(pk=dataset_id).update(metadata_cid=metadata_cid)
     dataset.metadata_cid = metadata_cid
-    if normalize_cid(metadata_cid) != raw_cid_for_sha256(metadata_sha256):
+    if metadata_cid != raw_cid_for_sha256(metadata_sha256):
         raise IpfsError(f"the metadata was stored as {metadata_cid}, not as one raw block")
 
     wrapped = wrap_data_key(data_key, settings.MASTER_KEY, context=dataset_key_context(dataset_id))
@@ -473,7 +554,7 @@ def dataset_process(*, dataset_id: int) -> None:
                 wrapped_data_key=wrapped,
                 content_sha256=content_sha256,
                 encrypted_size=encrypted_size,
-                metadata_cid=normalize_cid(metadata_cid),
+                metadata_cid=metadata_cid,
                 metadata_sha256=metadata_sha256,
                 sign_deadline=int(time.time()) + settings.DATASET_SIGNATURE_TTL_SECONDS,
                 search_text=_search_text(
@@ -491,7 +572,7 @@ def dataset_process(*, dataset_id: int) -> None:
                 )
     except IntegrityError:
         # The same data reached `awaiting_signature` in another upload meanwhile.
-        duplicate = _exact_duplicate(dataset, profile)
+        duplicate = _exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
         dataset_reject(
             dataset_id=dataset_id,
             reason=_duplicate_reason(dataset, duplicate)

@@ -37,18 +37,26 @@ def _transient(exc: Exception) -> IpfsUnavailable:
     return IpfsUnavailable(f"the IPFS node did not answer: {exc}")
 
 
+# Every file goes in as CIDv1 with raw leaves in blocks of 1 MiB (the blocks the marketplace's
+# ciphertext is sealed in): a quarter of the blocks of the default 256 KiB chunks, and no
+# protobuf wrapping of the leaves, so the node adds a file about twice as fast.
+BLOCK_SIZE = 1024 * 1024
+ADD_OPTIONS = {"cid_version": 1, "raw_leaves": True, "chunker": f"size-{BLOCK_SIZE}"}
+
+
 def pin_file(path: Path, *, raw_single_block: bool = False) -> str:
-    """Add and pin a file; returns its CID. `raw_single_block`: CIDv1 with raw leaves in one
-    block (up to 1 MiB), so the CID is the file's sha-256 (see `raw_cid_for_sha256`)."""
-    options = {"cid_version": 1, "raw_leaves": True, "chunker": "size-1048576"}
+    """Add and pin a file; returns its CID (base32). `raw_single_block`: the file must fit one
+    block, so that its CID is its sha-256 (see `raw_cid_for_sha256`)."""
+    if raw_single_block and path.stat().st_size > BLOCK_SIZE:
+        raise ValueError(f"{path.name} does not fit one block ({BLOCK_SIZE} bytes)")
     try:
         with ipfs_client() as client:
-            answer = client.add(str(path), pin=True, **(options if raw_single_block else {}))
+            answer = client.add(str(path), pin=True, **ADD_OPTIONS)
     except ipfs_errors.ErrorResponse as exc:
         raise IpfsError(f"the IPFS node refused to add the file: {exc}") from exc
     except _TRANSIENT as exc:
         raise _transient(exc) from exc
-    return answer["Hash"]
+    return normalize_cid(answer["Hash"])
 
 
 def iter_cat(cid: str) -> Iterator[bytes]:

@@ -2,6 +2,7 @@ import os
 import sys
 
 from celery import Celery
+from celery.signals import worker_process_init
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
 
@@ -18,3 +19,11 @@ except SettingError as exc:
 app = Celery("marketplace")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+@worker_process_init.connect
+def load_parsing_libraries(**kwargs) -> None:
+    """Each worker process loads the libraries that describe datasets (pyarrow, pandas) when it
+    starts, not inside the first listing it gets (they take about a second to import). After
+    the fork: Arrow must not share a parent's threads."""
+    import datasets.profiling  # noqa: F401

@@ -8,7 +8,7 @@ from django.test import override_settings
 
 from datasets import services
 from datasets.models import Dataset
-from datasets.storage import normalize_cid, pin_file
+from datasets.storage import pin_file
 from datasets.tasks import process_dataset
 from marketplace.devstack import free_port
 from marketplace.ipfs import IpfsUnavailable
@@ -51,7 +51,7 @@ def test_an_ipfs_outage_is_transient_and_leaves_the_dataset_waiting(owner, tmp_p
 
     dataset.refresh_from_db()
     assert dataset.status == Dataset.Status.AWAITING_SIGNATURE
-    assert pins() == pinned_before | {normalize_cid(dataset.cid), dataset.metadata_cid}
+    assert pins() == pinned_before | {dataset.cid, dataset.metadata_cid}
 
 
 def test_a_rerun_after_an_interruption_unpins_what_the_first_run_pinned(owner, tmp_path, pins):
@@ -67,7 +67,25 @@ def test_a_rerun_after_an_interruption_unpins_what_the_first_run_pinned(owner, t
     dataset.refresh_from_db()
     assert dataset.status == Dataset.Status.AWAITING_SIGNATURE
     assert dataset.cid != interrupted_cid
-    assert pins() == pinned_before | {normalize_cid(dataset.cid), dataset.metadata_cid}
+    assert pins() == pinned_before | {dataset.cid, dataset.metadata_cid}
+
+
+def test_a_pin_the_dying_attempt_noted_but_never_recorded_is_unpinned_by_the_retry(
+    owner, tmp_path, pins
+):
+    dataset = new_dataset(owner, tmp_path, seed=55)
+    pinned_before = pins()
+    orphan = tmp_path / "orphan.bin"
+    orphan.write_bytes(b"ciphertext pinned just before the worker was killed")
+    orphan_cid = pin_file(orphan)
+    Path(dataset.upload_path + ".cid").write_text(orphan_cid)  # the sealing thread's note
+
+    services.dataset_process(dataset_id=dataset.pk)
+
+    dataset.refresh_from_db()
+    assert dataset.status == Dataset.Status.AWAITING_SIGNATURE
+    assert orphan_cid not in pins()
+    assert pins() == pinned_before | {dataset.cid, dataset.metadata_cid}
 
 
 def test_a_step_that_gives_up_fails_the_dataset_and_unpins_it(owner, tmp_path, pins):

@@ -13,7 +13,7 @@ from chain.indexer import chain_index_catch_up
 from chain.models import ChainTransaction
 from chain.wrappers import DatasetRegistry
 from datasets.models import Dataset
-from datasets.storage import iter_cat, normalize_cid
+from datasets.storage import iter_cat
 from marketplace.celery import app
 from marketplace.crypto import iter_decrypt, unwrap_data_key
 from tests.datasets.conftest import post_dataset, upload_files, wait_for_status
@@ -78,7 +78,7 @@ def test_upload_sign_and_list_end_to_end(api, contracts, celery_worker, pins):
     metadata = b"".join(iter_cat(dataset.metadata_cid))
     assert hashlib.sha256(metadata).hexdigest() == dataset.metadata_sha256
     assert b"setosa" in metadata  # the public statistics, not the rows
-    assert pins() == pinned_before | {normalize_cid(dataset.cid), dataset.metadata_cid}
+    assert pins() == pinned_before | {dataset.cid, dataset.metadata_cid}
     assert upload_files() == set()
 
     typed = api.get(f"/api/datasets/{dataset_id}").json()["signing_request"]
