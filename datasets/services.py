@@ -10,6 +10,7 @@ import logging
 import re
 import secrets
 import shutil
+import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor, wait
@@ -399,23 +400,30 @@ def _metadata_document(dataset: Dataset, profile: profiling.Profile, columns, wa
 
 
 class _Sealing:
-    """Encrypt the upload, pin the ciphertext and read it back, in a thread of its own, while the
-    caller describes the rows: the IPFS node works on the ciphertext while this process works on
-    the plaintext. The thread touches no database (it would hold a connection of its own); it
-    notes the CID in the pin marker the moment the node has pinned it."""
+    """Encrypt the upload, pin the ciphertext and read it back, in a thread of its own: the
+    encryption runs while the caller checks the bytes, the pinning (once the caller approves:
+    bad input is never sent to the node) while it describes the rows, so the IPFS node works on
+    the ciphertext while this process works on the plaintext. The thread touches no database
+    (it would hold a connection of its own); it notes the CID in the pin marker the moment the
+    node has pinned it."""
 
     def __init__(self, dataset: Dataset, data_key: bytes):
         self.stage = Stage.ENCRYPTING
         self._path = Path(dataset.upload_path)
         self._marker = _pin_marker(dataset)
+        self._decided = threading.Event()
+        self._approved = False
         executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seal-{dataset.pk}")
         self._future = executor.submit(self._run, data_key)
         executor.shutdown(wait=False)
 
-    def _run(self, data_key: bytes) -> tuple[str, int, str]:
+    def _run(self, data_key: bytes) -> tuple[str, int, str] | None:
         encrypted = self._path.with_name(self._path.name + ".enc")
         with self._path.open("rb") as source, encrypted.open("wb") as target:
             size, sha256 = encrypt_stream(source, target, data_key)
+        self._decided.wait()
+        if not self._approved:
+            return None
         self.stage = Stage.PINNING
         cid = pin_file(encrypted)
         self._marker.write_text(cid)
@@ -428,6 +436,11 @@ class _Sealing:
             )
         return cid, size, sha256
 
+    def approve(self) -> None:
+        """The bytes passed the check: pin them."""
+        self._approved = True
+        self._decided.set()
+
     def result(self, on_wait: Callable[[str], None]) -> tuple[str, int, str]:
         """(CID, ciphertext bytes, ciphertext sha-256); `on_wait(stage)` twice a second until
         then. Raises what the thread raised."""
@@ -438,8 +451,9 @@ class _Sealing:
                 on_wait(self.stage)
 
     def settle(self) -> None:
-        """Wait for the thread and ignore its outcome: the caller gives up on this attempt (and
-        unpins what the marker names)."""
+        """Give up on this attempt: nothing more is pinned; wait for the thread, whatever its
+        outcome (what it pinned already, the pin marker names, for the caller to unpin)."""
+        self._decided.set()
         wait([self._future])
 
 
@@ -458,10 +472,10 @@ def _progress(dataset_id: int, stage: str) -> Callable[[float], None]:
 
 
 def dataset_process(*, dataset_id: int) -> None:
-    """Check the file, then describe its rows while a second thread encrypts it, pins the
-    ciphertext and reads it back; pin the metadata, then wait for the owner's signature. Runs
-    again from the start after an interruption (a retry unpins what the previous attempt
-    pinned)."""
+    """Check the bytes while a second thread encrypts them, then describe the rows while that
+    thread pins the ciphertext and reads it back; pin the metadata, then wait for the owner's
+    signature. Runs again from the start after an interruption (a retry unpins what the
+    previous attempt pinned)."""
     # Imported here: the parsing libraries are the worker's, the web process never needs them.
     from datasets import profiling
 
@@ -485,24 +499,19 @@ def dataset_process(*, dataset_id: int) -> None:
         max_columns=settings.DATASET_MAX_COLUMNS, max_line_bytes=settings.DATASET_MAX_LINE_BYTES
     )
     checking = _progress(dataset_id, Stage.CHECKING)
-    try:  # the cheap pass first: bad bytes are refused before anything is encrypted or pinned
-        checked = profiling.check_file(path, limits=limits, on_progress=lambda f: checking(0.1 * f))
-    except profiling.InputRejected as exc:
-        dataset_reject(dataset_id=dataset_id, reason=exc.message)
-        return
-    duplicate = _exact_duplicate(dataset, checked.sha256)
-    if duplicate is not None:
-        dataset_reject(dataset_id=dataset_id, reason=_duplicate_reason(dataset, duplicate))
-        return
-
     data_key = new_data_key()
     sealing = _Sealing(dataset, data_key)
     try:
-        profile = profiling.describe_file(
-            checked, limits=limits, on_progress=lambda f: checking(0.1 + 0.9 * f)
-        )
-        _set_stage(dataset_id, Status.PROCESSING, Stage.COMPARING)
-        duplicate = _exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
+        # The cheap pass first: bad bytes are refused before anything is sent to the node.
+        checked = profiling.check_file(path, limits=limits, on_progress=lambda f: checking(0.1 * f))
+        duplicate = _exact_duplicate(dataset, checked.sha256)
+        if duplicate is None:
+            sealing.approve()
+            profile = profiling.describe_file(
+                checked, limits=limits, on_progress=lambda f: checking(0.1 + 0.9 * f)
+            )
+            _set_stage(dataset_id, Status.PROCESSING, Stage.COMPARING)
+            duplicate = _exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
     except profiling.InputRejected as exc:
         sealing.settle()
         dataset_reject(dataset_id=dataset_id, reason=exc.message)
