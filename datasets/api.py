@@ -10,6 +10,7 @@ from rest_framework import status as http
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.parsers import FormParser, MultiPartParser
 from rest_framework.response import Response
+from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
 from chain.client import ChainMisconfigured, ChainUnavailable
@@ -44,6 +45,13 @@ class DatasetPagination(PageNumberPagination):
     page_size = 20
     page_size_query_param = "page_size"
     max_page_size = 100
+
+
+def _whole(value: str | None, *, default: int) -> int | None:
+    """A whole-number query parameter; None when it is not one."""
+    if value is None or value == "":
+        return default
+    return int(value) if value.isdigit() and len(value) < 10 else None
 
 
 def upload_size_refusal(request) -> ApplicationError | None:
@@ -86,10 +94,37 @@ class DatasetListApi(APIView):
         operation_id="datasets_list", parameters=LIST_PARAMETERS, responses=OpenApiTypes.OBJECT
     )
     def get(self, request):
-        queryset = selectors.dataset_list(params=request.query_params)
-        paginator = DatasetPagination()
-        page = paginator.paginate_queryset(queryset, request, view=self)
-        return paginator.get_paginated_response([selectors.dataset_summary(d) for d in page])
+        params = request.query_params
+        number = _whole(params.get("page"), default=1)
+        if number is None or number < 1:
+            raise ApplicationError("The page must be a whole number from 1.", {"code": "bad_page"})
+        size = _whole(params.get("page_size"), default=DatasetPagination.page_size)
+        page = selectors.browse_page(
+            params=params, number=number, page_size=size or DatasetPagination.page_size
+        )
+        if page.number != number:
+            raise ApplicationError(
+                f"There is no page {number}: the last is {page.num_pages}.",
+                {"code": "no_such_page", "last_page": page.num_pages},
+                status_code=http.HTTP_404_NOT_FOUND,
+            )
+        url = request.build_absolute_uri()
+        return Response(
+            {
+                "count": page.count,
+                "next": replace_query_param(url, "page", number + 1)
+                if number < page.num_pages
+                else None,
+                "previous": (
+                    remove_query_param(url, "page")
+                    if number == 2
+                    else replace_query_param(url, "page", number - 1)
+                )
+                if number > 1
+                else None,
+                "results": page.results,
+            }
+        )
 
     @extend_schema(operation_id="datasets_create", request=UploadInput, responses={201: Created})
     def post(self, request):

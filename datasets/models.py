@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.core.validators import MaxValueValidator
 from django.db import models
+from django.utils import timezone
 
 from marketplace.fields import WeiField
 
@@ -21,6 +22,14 @@ LICENSES = [
 ]
 # The registry stores a price in 88 bits.
 MAX_PRICE_WEI = 2**88 - 1
+
+
+class DatasetQuerySet(models.QuerySet):
+    def update(self, **kwargs):
+        """Every write stamps `updated` (save() does it through auto_now; a guarded update
+        would not): the newest stamp tells browsing caches that the catalogue changed."""
+        kwargs.setdefault("updated", timezone.now())
+        return super().update(**kwargs)
 
 
 class Dataset(models.Model):
@@ -110,6 +119,8 @@ class Dataset(models.Model):
     updated = models.DateTimeField(auto_now=True)
     listed_at = models.DateTimeField(null=True, blank=True)
 
+    objects = DatasetQuerySet.as_manager()
+
     class Meta:
         ordering = ["-created", "-id"]
         indexes = [
@@ -119,6 +130,7 @@ class Dataset(models.Model):
             models.Index(fields=["status", "price_wei", "id"], name="dataset_browse_price"),
             models.Index(fields=["status", "rows", "id"], name="dataset_browse_rows"),
             models.Index(fields=["owner", "-created"], name="dataset_owner_created"),
+            models.Index(fields=["updated"], name="dataset_updated"),
         ]
         constraints = [
             # The same file, or the same rows, can be listed once.

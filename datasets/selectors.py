@@ -3,14 +3,17 @@ typed data an owner signs, and verification against IPFS and the chain."""
 
 from __future__ import annotations
 
+import hashlib
 import html
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
-import django_filters
 import markdown as markdown_lib
 import nh3
 from django.conf import settings
-from django.db.models import QuerySet
+from django.core.cache import cache
+from django.core.paginator import Paginator
+from django.db.models import Max, QuerySet
 from django.utils.html import strip_tags
 from rest_framework import status as http
 from web3 import Web3
@@ -57,60 +60,148 @@ def owner_did(address: str | None) -> str | None:
 # --- browsing ------------------------------------------------------------------------------
 
 
-class DatasetFilter(django_filters.FilterSet):
-    search = django_filters.CharFilter(method="filter_search", max_length=200)
-    license = django_filters.ChoiceFilter(choices=LICENSES)
-    tag = django_filters.CharFilter(method="filter_tag", max_length=40)
-    owner = django_filters.CharFilter(method="filter_owner", max_length=80)
-    min_rows = django_filters.NumberFilter(field_name="rows", lookup_expr="gte", min_value=0)
-    max_price_wei = django_filters.NumberFilter(
-        field_name="price_wei", lookup_expr="lte", min_value=0, max_digits=78, decimal_places=0
+ORDERINGS = ("-created", "created", "price_wei", "-price_wei", "rows", "-rows")
+MAX_SEARCH_WORDS = 10
+
+
+@dataclass(frozen=True)
+class BrowseQuery:
+    """What a visitor asks the catalogue for (the query parameters of the list API and the
+    browse page), checked."""
+
+    search: list[str] = field(default_factory=list)  # lower-cased words, all must appear
+    license: str = ""
+    tag: str = ""
+    owner: str = ""  # an address, any case
+    min_rows: int | None = None
+    max_price_wei: int | None = None
+    ordering: str = "-created"
+
+
+def _refuse_filter(name: str, reason: str) -> ApplicationError:
+    return ApplicationError(
+        f"The {name.replace('_', ' ')} filter is not valid: {reason}",
+        {"code": "bad_filter", "fields": {name: [reason]}},
     )
-    ordering = django_filters.OrderingFilter(
-        fields=(("created", "created"), ("price_wei", "price_wei"), ("rows", "rows"))
-    )
-
-    class Meta:
-        model = Dataset
-        fields: list[str] = []
-
-    def filter_search(self, queryset, name, value):
-        # Every word must appear somewhere in the title, description, tags or column names.
-        for word in value.lower().split()[:10]:
-            queryset = queryset.filter(search_text__contains=word)
-        return queryset
-
-    def filter_tag(self, queryset, name, value):
-        tag = " ".join(value.strip().lower().split())
-        return queryset.filter(tag_index__contains=f"|{tag}|") if tag else queryset
-
-    def filter_owner(self, queryset, name, value):
-        value = value.strip()
-        if value.lower().startswith("did:ethr:"):
-            value = value.rsplit(":", 1)[-1]
-        return queryset.filter(owner__address__iexact=value)
 
 
-def _validated(filterset: DatasetFilter) -> QuerySet:
-    if not filterset.is_valid():
-        fields = {name: [str(e) for e in errors] for name, errors in filterset.errors.items()}
-        first = next(iter(fields.items()))
-        raise ApplicationError(
-            f"The {first[0].replace('_', ' ')} filter is not valid: {first[1][0]}",
-            {"code": "bad_filter", "fields": fields},
+def _whole_number(params, name: str, *, max_digits: int) -> int | None:
+    value = (params.get(name) or "").strip()
+    if not value:
+        return None
+    if not value.isdigit() or len(value) > max_digits:
+        raise _refuse_filter(
+            name, f"expected a whole number of at most {max_digits} digits, not {value[:40]!r}."
         )
-    queryset = filterset.qs
-    ordering = (filterset.form.cleaned_data.get("ordering") or ["-created"])[0]
-    # Ties broken by id in the same direction: one index serves both directions.
-    return queryset.order_by(ordering, "-id" if ordering.startswith("-") else "id")
+    return int(value)
+
+
+def browse_query(params) -> BrowseQuery:
+    """The checked query, or a 400 naming the parameter that is not valid."""
+    for name, limit in (("search", 200), ("tag", 40), ("owner", 80)):
+        if len(params.get(name) or "") > limit:
+            raise _refuse_filter(name, f"at most {limit} characters.")
+    license = (params.get("license") or "").strip()
+    if license and license not in LICENSE_NAMES:
+        raise _refuse_filter(
+            "license", f"{license[:40]!r} is not one of {', '.join(LICENSE_NAMES)}."
+        )
+    ordering = (params.get("ordering") or "").strip() or "-created"
+    if ordering not in ORDERINGS:
+        raise _refuse_filter("ordering", f"{ordering[:40]!r} is not one of {', '.join(ORDERINGS)}.")
+    owner = (params.get("owner") or "").strip()
+    if owner.lower().startswith("did:ethr:"):
+        owner = owner.rsplit(":", 1)[-1]
+    return BrowseQuery(
+        search=(params.get("search") or "").lower().split()[:MAX_SEARCH_WORDS],
+        license=license,
+        tag=" ".join((params.get("tag") or "").strip().lower().split()),
+        owner=owner,
+        min_rows=_whole_number(params, "min_rows", max_digits=18),
+        max_price_wei=_whole_number(params, "max_price_wei", max_digits=78),
+        ordering=ordering,
+    )
 
 
 def dataset_list(*, params) -> QuerySet[Dataset]:
-    """Listed datasets, filtered, searched and ordered by the query parameters."""
-    base = (
+    """Listed datasets, filtered, searched and ordered by the query parameters (400 with the
+    reason for one that is not valid)."""
+    return _filtered(browse_query(params))
+
+
+def _filtered(query: BrowseQuery) -> QuerySet[Dataset]:
+    queryset = (
         Dataset.objects.filter(status=Status.LISTED).select_related("owner").only(*SUMMARY_FIELDS)
     )
-    return _validated(DatasetFilter(params, queryset=base))
+    for word in query.search:  # in the title, description, tags or column names
+        queryset = queryset.filter(search_text__contains=word)
+    if query.license:
+        queryset = queryset.filter(license=query.license)
+    if query.tag:
+        queryset = queryset.filter(tag_index__contains=f"|{query.tag}|")
+    if query.owner:
+        queryset = queryset.filter(owner__address__iexact=query.owner)
+    if query.min_rows is not None:
+        queryset = queryset.filter(rows__gte=query.min_rows)
+    if query.max_price_wei is not None:
+        queryset = queryset.filter(price_wei__lte=query.max_price_wei)
+    # Ties broken by id in the same direction: one index serves both directions.
+    tie = "-id" if query.ordering.startswith("-") else "id"
+    return queryset.order_by(query.ordering, tie)
+
+
+BROWSE_CACHE_SECONDS = 30  # bounds how long an operator's deletion may still show
+MAX_PAGE_SIZE = 100
+
+
+@dataclass(frozen=True)
+class BrowsePage:
+    count: int
+    number: int
+    num_pages: int
+    results: list[dict]
+    key: str = ""  # the cache key: a catalogue version, a query and a page
+
+    @property
+    def previous_number(self) -> int | None:
+        return self.number - 1 if self.number > 1 else None
+
+    @property
+    def next_number(self) -> int | None:
+        return self.number + 1 if self.number < self.num_pages else None
+
+
+def catalogue_version() -> str:
+    """Changes with every write to a dataset (each stamps `updated`; an index answers)."""
+    latest = Dataset.objects.aggregate(latest=Max("updated"))["latest"]
+    return latest.isoformat() if latest else "empty"
+
+
+def browse_page(*, params, number: int, page_size: int) -> BrowsePage:
+    """One page of `dataset_list`, as summaries. Pages are cached per catalogue version (so
+    a change shows at once) and query: a popular page costs one indexed read, not a count,
+    a query and the summaries. A page past the end is the last page."""
+    query = browse_query(params)
+    page_size = max(1, min(page_size, MAX_PAGE_SIZE))
+    key = (
+        "browse:"
+        + hashlib.sha256(
+            f"{catalogue_version()}|{query!r}|{number}|{page_size}".encode()
+        ).hexdigest()
+    )
+    page = cache.get(key)
+    if page is None:
+        paginator = Paginator(_filtered(query), page_size)
+        current = paginator.get_page(number)
+        page = BrowsePage(
+            count=paginator.count,
+            number=current.number,
+            num_pages=paginator.num_pages,
+            results=[dataset_summary(d) for d in current],
+            key=key,
+        )
+        cache.set(key, page, BROWSE_CACHE_SECONDS)
+    return page
 
 
 def datasets_of_owner(*, owner: User) -> QuerySet[Dataset]:

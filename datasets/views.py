@@ -29,11 +29,12 @@ CHART_WIDTH, CHART_HEIGHT = 240, 72
 
 def browse(request):
     error = None
+    number = request.GET.get("page", "")
+    number = int(number) if number.isdigit() and len(number) < 10 else 1
     try:
-        queryset = selectors.dataset_list(params=request.GET)
+        page = selectors.browse_page(params=request.GET, number=number, page_size=20)
     except ApplicationError as exc:
-        queryset, error = Dataset.objects.none(), exc.message
-    page = Paginator(queryset, 20).get_page(request.GET.get("page"))
+        page, error = selectors.BrowsePage(count=0, number=1, num_pages=1, results=[]), exc.message
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -41,7 +42,7 @@ def browse(request):
         "datasets/browse.html",
         {
             "page": page,
-            "datasets": [selectors.dataset_summary(d) for d in page],
+            "datasets": page.results,
             "filters": selectors.search_terms(request.GET),
             "filtered": not selectors.no_filters(request.GET),
             "licenses": LICENSES,

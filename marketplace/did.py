@@ -6,6 +6,7 @@ from __future__ import annotations
 import base64
 import re
 from dataclasses import dataclass
+from functools import lru_cache
 
 import base58
 from web3 import Web3
@@ -24,6 +25,7 @@ _KEY_TYPES = {
 }
 
 
+@lru_cache(maxsize=4096)  # checksumming hashes the address: lists show the same owners often
 def did_for(address: str, chain_id: int) -> str:
     return f"did:ethr:{hex(chain_id)}:{Web3.to_checksum_address(address)}"
 
