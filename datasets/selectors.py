@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import hashlib
 import html
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 import markdown as markdown_lib
@@ -69,7 +69,7 @@ class BrowseQuery:
     """What a visitor asks the catalogue for (the query parameters of the list API and the
     browse page), checked."""
 
-    search: list[str] = field(default_factory=list)  # lower-cased words, all must appear
+    search: tuple[str, ...] = ()  # lower-cased words, all must appear
     license: str = ""
     tag: str = ""
     owner: str = ""  # an address, any case
@@ -113,7 +113,7 @@ def browse_query(params) -> BrowseQuery:
     if owner.lower().startswith("did:ethr:"):
         owner = owner.rsplit(":", 1)[-1]
     return BrowseQuery(
-        search=(params.get("search") or "").lower().split()[:MAX_SEARCH_WORDS],
+        search=tuple((params.get("search") or "").lower().split()[:MAX_SEARCH_WORDS]),
         license=license,
         tag=" ".join((params.get("tag") or "").strip().lower().split()),
         owner=owner,

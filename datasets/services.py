@@ -246,7 +246,10 @@ def _delete_files(dataset: Dataset) -> None:
 def _pin_marker(dataset: Dataset) -> Path | None:
     """Where the sealing thread notes the ciphertext's CID the moment it is pinned, before the
     dataset row records it: a retry or a failure unpins it even if the process died between."""
-    return _work_files(dataset)[-1] if dataset.upload_path else None
+    if not dataset.upload_path:
+        return None
+    path = Path(dataset.upload_path)
+    return path.with_name(path.name + ".cid")
 
 
 def _unpin_all(dataset: Dataset) -> None:
