@@ -158,3 +158,22 @@ def test_a_truncated_parquet_file_is_rejected(tmp_path):
     error = rejected(tmp_path, damaged)
 
     assert error.code == "bad_parquet"
+
+
+def test_a_file_with_more_rows_than_are_counted_exactly_keeps_every_row_in_its_minhash(
+    tmp_path, monkeypatch
+):
+    # About 5 MB: the reader hands it over in several batches.
+    lines = ["city,visits"] + [f"c{i % 997},{i}" for i in range(400_000)]
+    content = ("\n".join(lines) + "\n").encode()
+    exact = profile(tmp_path, content)
+
+    from datasets import profiling
+
+    monkeypatch.setattr(profiling, "ROW_HASH_LIMIT", 200_000)  # rows kept for exact counting
+    streamed = profile(tmp_path, content)
+
+    assert streamed.minhash == exact.minhash  # the rows beyond the limit and those before it
+    assert exact.unique_rows == 400_000
+    assert abs(streamed.unique_rows - 400_000) < 400_000 * 0.03  # estimated
+    assert streamed.rows_sha256 == ""  # no exact digest without every row hash
