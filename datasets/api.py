@@ -47,13 +47,6 @@ class DatasetPagination(PageNumberPagination):
     max_page_size = 100
 
 
-def _whole(value: str | None, *, default: int) -> int | None:
-    """A whole-number query parameter; None when it is not one."""
-    if value is None or value == "":
-        return default
-    return int(value) if value.isdigit() and len(value) < 10 else None
-
-
 def upload_size_refusal(request) -> ApplicationError | None:
     """The answer for an upload the upload handler dropped for its size, if it did."""
     from django.conf import settings
@@ -95,10 +88,10 @@ class DatasetListApi(APIView):
     )
     def get(self, request):
         params = request.query_params
-        number = _whole(params.get("page"), default=1)
+        number = selectors.page_number(params.get("page"), default=1)
         if number is None or number < 1:
             raise ApplicationError("The page must be a whole number from 1.", {"code": "bad_page"})
-        size = _whole(params.get("page_size"), default=DatasetPagination.page_size)
+        size = selectors.page_number(params.get("page_size"), default=DatasetPagination.page_size)
         page = selectors.browse_page(
             params=params, number=number, page_size=size or DatasetPagination.page_size
         )

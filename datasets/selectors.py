@@ -60,7 +60,14 @@ def owner_did(address: str | None) -> str | None:
 # --- browsing ------------------------------------------------------------------------------
 
 
-ORDERINGS = ("-created", "created", "price_wei", "-price_wei", "rows", "-rows")
+ORDERINGS = {  # the browse page's sort menu, in its order
+    "-created": "Newest first",
+    "created": "Oldest first",
+    "price_wei": "Price: low to high",
+    "-price_wei": "Price: high to low",
+    "-rows": "Most rows",
+    "rows": "Fewest rows",
+}
 MAX_SEARCH_WORDS = 10
 
 
@@ -94,6 +101,13 @@ def _whole_number(params, name: str, *, max_digits: int) -> int | None:
             name, f"expected a whole number of at most {max_digits} digits, not {value[:40]!r}."
         )
     return int(value)
+
+
+def page_number(value: str | None, *, default: int) -> int | None:
+    """A page or page-size parameter: `default` when absent, None when not a whole number."""
+    if not value:
+        return default
+    return int(value) if value.isdigit() and len(value) < 10 else None
 
 
 def browse_query(params) -> BrowseQuery:

@@ -16,21 +16,12 @@ from datasets.forms import DatasetUploadForm
 from datasets.models import LICENSES, Dataset
 from marketplace.errors import ApplicationError
 
-ORDERINGS = [
-    ("-created", "Newest first"),
-    ("created", "Oldest first"),
-    ("price_wei", "Price: low to high"),
-    ("-price_wei", "Price: high to low"),
-    ("-rows", "Most rows"),
-    ("rows", "Fewest rows"),
-]
 CHART_WIDTH, CHART_HEIGHT = 240, 72
 
 
 def browse(request):
     error = None
-    number = request.GET.get("page", "")
-    number = int(number) if number.isdigit() and len(number) < 10 else 1
+    number = selectors.page_number(request.GET.get("page"), default=1) or 1
     try:
         page = selectors.browse_page(params=request.GET, number=number, page_size=20)
     except ApplicationError as exc:
@@ -46,7 +37,7 @@ def browse(request):
             "filters": selectors.search_terms(request.GET),
             "filtered": not selectors.no_filters(request.GET),
             "licenses": LICENSES,
-            "orderings": ORDERINGS,
+            "orderings": selectors.ORDERINGS.items(),
             "error": error,
             "query": query.urlencode(),
         },
