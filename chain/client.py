@@ -8,24 +8,38 @@ import hashlib
 import json
 from pathlib import Path
 
+import requests
 from django.conf import settings
 from eth_utils import keccak, to_checksum_address
 from web3 import Web3
 from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError
+from web3.types import RPCEndpoint, RPCResponse
 
-from marketplace.errors import ApplicationError
+from marketplace.errors import ApplicationError, NodeUnavailable
 
 BUILD_DIR = Path(__file__).resolve().parent / "contracts" / "build"
 PRODUCT_CONTRACTS = ("IdentityRegistry", "DatasetRegistry", "TrainingEscrow")
 
 
-class ChainUnavailable(Exception):
+class ChainUnavailable(NodeUnavailable):
     """The RPC endpoint does not answer (a transient failure: retry later)."""
 
+    part = "chain"
 
-class ChainMisconfigured(Exception):
+
+class ChainMisconfigured(NodeUnavailable):
     """The node answers for another chain id, or our contracts are not deployed on it."""
+
+    part = "chain"
+    code = "node_misconfigured"
+
+    @property
+    def public_message(self) -> str:
+        return (
+            "The marketplace is not connected to its blockchain as configured, so this cannot "
+            "be done right now."
+        )
 
 
 @functools.cache
@@ -37,8 +51,45 @@ def bytecode_sha256(name: str) -> str:
     return hashlib.sha256(load_artifact(name)["bytecode"].encode()).hexdigest()
 
 
+def _unanswered(exc: requests.RequestException) -> bool:
+    """A transport failure, or an answer from a gateway that says the node is not there."""
+    if isinstance(exc, (requests.ConnectionError, requests.Timeout)):
+        return True
+    status = getattr(exc.response, "status_code", None)
+    return (
+        isinstance(exc, requests.HTTPError)
+        and status is not None
+        and (status >= 500 or status == 429)
+    )
+
+
+class OutageAwareHTTPProvider(Web3.HTTPProvider):
+    """An HTTPProvider whose transport failures are ChainUnavailable, so that every chain read,
+    not only the first, answers an outage the same way."""
+
+    def make_request(self, method: RPCEndpoint, params) -> RPCResponse:
+        try:
+            return super().make_request(method, params)
+        except requests.RequestException as exc:
+            if _unanswered(exc):
+                raise ChainUnavailable(
+                    f"the chain node at {self.endpoint_uri} does not answer {method}: {exc}"
+                ) from exc
+            raise
+
+    def make_batch_request(self, batch_requests):
+        try:
+            return super().make_batch_request(batch_requests)
+        except requests.RequestException as exc:
+            if _unanswered(exc):
+                raise ChainUnavailable(
+                    f"the chain node at {self.endpoint_uri} does not answer a batch: {exc}"
+                ) from exc
+            raise
+
+
 def web3_for(rpc_url: str, timeout: float = 10.0) -> Web3:
-    return Web3(Web3.HTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
+    return Web3(OutageAwareHTTPProvider(rpc_url, request_kwargs={"timeout": timeout}))
 
 
 def get_web3(*, timeout: float = 10.0) -> Web3:
@@ -46,7 +97,9 @@ def get_web3(*, timeout: float = 10.0) -> Web3:
     w3 = web3_for(settings.CHAIN_RPC_URL, timeout)
     try:
         chain_id = w3.eth.chain_id
-    except Exception as exc:  # requests' connection errors, timeouts, bad JSON
+    except ChainUnavailable:
+        raise
+    except Exception as exc:  # bad JSON, an endpoint that is not a node
         raise ChainUnavailable(
             f"the chain node at {settings.CHAIN_RPC_URL} does not answer"
         ) from exc

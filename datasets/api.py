@@ -13,7 +13,6 @@ from rest_framework.response import Response
 from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
-from chain.client import ChainMisconfigured, ChainUnavailable
 from datasets import selectors, services
 from datasets.uploads import REFUSED_ATTRIBUTE
 from marketplace.errors import ApplicationError
@@ -167,11 +166,7 @@ class DatasetDetailApi(APIView):
         body = selectors.dataset_detail(dataset=dataset, viewer=request.user)
         if body["is_owner"] and dataset.status == dataset.Status.AWAITING_SIGNATURE:
             services.dataset_signing_refresh(dataset=dataset)
-            try:
-                body["signing_request"] = selectors.dataset_signing_request(dataset=dataset)
-            except (ChainUnavailable, ChainMisconfigured) as exc:
-                body["signing_request"] = None
-                body["signing_unavailable"] = f"The chain cannot be reached: {exc}"
+            body["signing_request"] = selectors.dataset_signing_request(dataset=dataset)
         return Response(body)
 
 

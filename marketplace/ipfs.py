@@ -9,13 +9,17 @@ from urllib.parse import urlparse
 
 from django.conf import settings
 
+from marketplace.errors import NodeUnavailable
+
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import ipfshttpclient
 
 
-class IpfsUnavailable(Exception):
+class IpfsUnavailable(NodeUnavailable):
     """The IPFS node does not answer (a transient failure: retry later)."""
+
+    part = "ipfs"
 
 
 def api_multiaddr(api_url: str) -> str:

@@ -22,7 +22,7 @@ from web3 import Web3
 from chain.events import ChainEvent
 from chain.wrappers import IdentityRegistry, TxRequest
 from marketplace.did import ENCRYPTION_KEY_ATTRIBUTE, SERVICE_ATTRIBUTE
-from marketplace.errors import ApplicationError
+from marketplace.errors import refuse
 from marketplace.models import DidEvent, LoginNonce, User
 
 SIGNATURE_PATTERN = re.compile(r"^0x[0-9a-fA-F]{130}$")
@@ -40,10 +40,6 @@ def login_nonce_issue() -> str:
     return value
 
 
-def _refuse(message: str, code: str, http_status: int = status.HTTP_400_BAD_REQUEST):
-    return ApplicationError(message, {"code": code}, status_code=http_status)
-
-
 def _parse_time(value) -> datetime | None:
     if value is None:
         return None
@@ -55,23 +51,23 @@ def identity_sign_in(*, message: str, signature: str, domain: str, origin: str) 
     """Verify an EIP-4361 message signed by a wallet and return (creating on first sign-in) its
     user. `domain` is the host the request came to, `origin` its scheme://host."""
     if not isinstance(message, str) or not message.strip():
-        raise _refuse("The sign-in message is missing.", "message_missing")
+        raise refuse("The sign-in message is missing.", "message_missing")
     try:
         siwe = SiweMessage.from_message(message=message)
     except Exception:  # the parser raises several error types for malformed text
-        raise _refuse(
+        raise refuse(
             "The sign-in message is not a valid Sign-In with Ethereum (EIP-4361) message.",
             "message_malformed",
         ) from None
     if siwe.domain != domain:
-        raise _refuse(
+        raise refuse(
             f"This message is for {siwe.domain}, not for {domain}: sign in from this site.",
             "wrong_domain",
         )
     if not str(siwe.uri).startswith(origin):
-        raise _refuse(f"The message's URI {siwe.uri} is not on {origin}.", "wrong_uri")
+        raise refuse(f"The message's URI {siwe.uri} is not on {origin}.", "wrong_uri")
     if siwe.chain_id != settings.CHAIN_ID:
-        raise _refuse(
+        raise refuse(
             f"The message was signed for chain {siwe.chain_id}; this marketplace runs on chain "
             f"{settings.CHAIN_ID}. Switch your wallet's network and sign again.",
             "wrong_chain",
@@ -80,38 +76,38 @@ def identity_sign_in(*, message: str, signature: str, domain: str, origin: str) 
     now = timezone.now()
     nonce = LoginNonce.objects.select_for_update().filter(value=siwe.nonce).first()
     if nonce is None:
-        raise _refuse("Unknown nonce: ask for a new one and sign again.", "unknown_nonce")
+        raise refuse("Unknown nonce: ask for a new one and sign again.", "unknown_nonce")
     if nonce.used_at is not None:
-        raise _refuse("This sign-in message was already used: sign a new one.", "nonce_used")
+        raise refuse("This sign-in message was already used: sign a new one.", "nonce_used")
     ttl = timedelta(seconds=settings.SIWE_NONCE_TTL_SECONDS)
     if nonce.created + ttl < now:
-        raise _refuse("The nonce has expired (10 minutes): sign a new message.", "nonce_expired")
+        raise refuse("The nonce has expired (10 minutes): sign a new message.", "nonce_expired")
 
     issued_at = _parse_time(siwe.issued_at)
     if issued_at > now + CLOCK_SKEW:
-        raise _refuse("The message's issued-at time is in the future.", "issued_in_future")
+        raise refuse("The message's issued-at time is in the future.", "issued_in_future")
     if issued_at + ttl < now:
-        raise _refuse("The message was issued too long ago: sign a new one.", "message_expired")
+        raise refuse("The message was issued too long ago: sign a new one.", "message_expired")
     expiration = _parse_time(siwe.expiration_time)
     if expiration is not None and expiration <= now:
-        raise _refuse("The sign-in message has expired: sign a new one.", "message_expired")
+        raise refuse("The sign-in message has expired: sign a new one.", "message_expired")
     not_before = _parse_time(siwe.not_before)
     if not_before is not None and not_before > now + CLOCK_SKEW:
-        raise _refuse("The sign-in message is not valid yet.", "not_yet_valid")
+        raise refuse("The sign-in message is not valid yet.", "not_yet_valid")
 
     if not isinstance(signature, str) or not SIGNATURE_PATTERN.match(signature):
-        raise _refuse(
+        raise refuse(
             "The signature is malformed: expected 0x and 130 hex digits.", "signature_malformed"
         )
     try:
         # Recover from the exact text the wallet signed (EIP-191 personal_sign).
         signer = Account.recover_message(encode_defunct(text=message), signature=signature)
     except Exception:
-        raise _refuse(
+        raise refuse(
             "The signature is malformed: it recovers no key.", "signature_malformed"
         ) from None
     if signer != siwe.address:
-        raise _refuse(
+        raise refuse(
             f"The signature was not made by {siwe.address}.",
             "wrong_signer",
             status.HTTP_401_UNAUTHORIZED,
@@ -153,9 +149,9 @@ def did_attribute_request(*, user: User, kind: str, value: str) -> TxRequest:
         endpoint = (value or "").strip()
         parsed = urlparse(endpoint)
         if parsed.scheme not in {"http", "https"} or not parsed.netloc:
-            raise _refuse("The service endpoint must be an http(s) URL.", "bad_endpoint")
+            raise refuse("The service endpoint must be an http(s) URL.", "bad_endpoint")
         if len(endpoint) > 500:
-            raise _refuse("The service endpoint is longer than 500 characters.", "bad_endpoint")
+            raise refuse("The service endpoint is longer than 500 characters.", "bad_endpoint")
         name, raw = SERVICE_ATTRIBUTE, endpoint.encode()
     elif kind == "encryption_key":
         try:
@@ -163,12 +159,12 @@ def did_attribute_request(*, user: User, kind: str, value: str) -> TxRequest:
         except ValueError:
             raw = b""
         if len(raw) != 32:
-            raise _refuse(
+            raise refuse(
                 "The encryption key must be an X25519 public key: 32 bytes in base64.", "bad_key"
             )
         name = ENCRYPTION_KEY_ATTRIBUTE
     else:
-        raise _refuse("Unknown attribute: choose service or encryption_key.", "bad_kind")
+        raise refuse("Unknown attribute: choose service or encryption_key.", "bad_kind")
     registry = IdentityRegistry.for_requests()
     return registry.set_attribute_request(
         user.address, name.encode(), raw, ATTRIBUTE_VALIDITY_SECONDS
