@@ -1,6 +1,7 @@
 from django import forms
 
 from datasets.models import LICENSES
+from marketplace.money import eth_to_wei
 
 
 class DatasetUploadForm(forms.Form):
@@ -15,11 +16,12 @@ class DatasetUploadForm(forms.Form):
         help_text="Markdown: what the rows are, where they come from, how they were collected.",
     )
     license = forms.ChoiceField(choices=[("", "Choose a license…"), *LICENSES])
-    price_wei = forms.CharField(
-        label="Price (wei)",
+    price_eth = forms.CharField(
+        label="Price (ETH)",
         max_length=100,
-        help_text="What a buyer pays to train on this data, in wei (10^18 wei = 1 ETH).",
-        widget=forms.TextInput(attrs={"inputmode": "numeric", "pattern": "[0-9]+"}),
+        error_messages={"required": "Enter a price in ETH, like 0.015."},
+        help_text="What a buyer pays to train on this data in ETH, e.g. 0.015 (to 18 decimals).",
+        widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0.015"}),
     )
     tags = forms.CharField(required=False, help_text="Comma-separated, e.g. medical, tabular")
     parent = forms.TypedChoiceField(
@@ -35,3 +37,17 @@ class DatasetUploadForm(forms.Form):
         self.fields["parent"].choices = [("", "— none: a new dataset —")] + [
             (d.pk, f"#{d.pk} {d.title}") for d in parents
         ]
+
+    def clean_price_eth(self) -> int:
+        """The price as typed in ETH, converted exactly to wei."""
+        try:
+            return eth_to_wei(self.cleaned_data["price_eth"])
+        except ValueError as exc:
+            raise forms.ValidationError(str(exc), code="bad_price") from None
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        # The listing services take wei: hand them the converted amount under its own name.
+        if "price_eth" in cleaned:
+            cleaned["price_wei"] = cleaned.pop("price_eth")
+        return cleaned

@@ -6,7 +6,7 @@ from __future__ import annotations
 from django.conf import settings
 from django.contrib.auth.decorators import login_required
 from django.core.paginator import Paginator
-from django.http import Http404
+from django.http import Http404, QueryDict
 from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 
@@ -15,17 +15,20 @@ from datasets.api import upload_size_refusal
 from datasets.forms import DatasetUploadForm
 from datasets.models import LICENSES, Dataset
 from marketplace.errors import ApplicationError
+from marketplace.money import eth_to_wei, wei_to_eth
 
 CHART_WIDTH, CHART_HEIGHT = 240, 72
 
 
 def browse(request):
-    error = None
-    number = selectors.page_number(request.GET.get("page"), default=1) or 1
-    try:
-        page = selectors.browse_page(params=request.GET, number=number, page_size=20)
-    except ApplicationError as exc:
-        page, error = selectors.BrowsePage(count=0, number=1, num_pages=1, results=[]), exc.message
+    params, error = _browse_params(request.GET)
+    number = selectors.page_number(params.get("page"), default=1) or 1
+    page = selectors.BrowsePage(count=0, number=1, num_pages=1, results=[])
+    if error is None:
+        try:
+            page = selectors.browse_page(params=params, number=number, page_size=20)
+        except ApplicationError as exc:
+            error = exc.message
     query = request.GET.copy()
     query.pop("page", None)
     return render(
@@ -34,14 +37,38 @@ def browse(request):
         {
             "page": page,
             "datasets": page.results,
-            "filters": selectors.search_terms(request.GET),
-            "filtered": not selectors.no_filters(request.GET),
+            "filters": {**selectors.search_terms(params), "max_price": _max_price_shown(params)},
+            "filtered": not selectors.no_filters(params),
             "licenses": LICENSES,
             "orderings": selectors.ORDERINGS.items(),
             "error": error,
             "query": query.urlencode(),
         },
     )
+
+
+def _browse_params(query: QueryDict) -> tuple[QueryDict, str | None]:
+    """The page's query with its price bound, typed in ETH (`max_price`), as the wei the
+    selectors filter on (`max_price_wei`); or the reason the bound is not valid."""
+    params = query.copy()
+    text = params.get("max_price", "").strip()
+    if not text:
+        return params, None
+    try:
+        params["max_price_wei"] = str(eth_to_wei(text))
+    except ValueError as exc:
+        return params, f"The price filter is not valid: {exc}"
+    return params, None
+
+
+def _max_price_shown(params: QueryDict) -> str:
+    """The price bound in ETH for the filter's input (a link may still carry it in wei)."""
+    if "max_price" in params or not params.get("max_price_wei"):
+        return params.get("max_price", "")
+    try:
+        return wei_to_eth(params["max_price_wei"].strip())
+    except ValueError:
+        return params["max_price_wei"]
 
 
 @login_required

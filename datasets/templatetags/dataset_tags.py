@@ -1,21 +1,8 @@
 from datetime import datetime
-from decimal import Decimal, InvalidOperation
 
 from django import template
 
 register = template.Library()
-WEI_PER_ETH = Decimal(10**18)
-
-
-@register.filter
-def eth(wei) -> str:
-    """Wei as an exact decimal number of ETH (no floating point)."""
-    try:
-        value = Decimal(str(wei)) / WEI_PER_ETH
-    except (InvalidOperation, ValueError):
-        return ""
-    text = f"{value.normalize():f}"
-    return text
 
 
 @register.filter

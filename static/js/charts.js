@@ -1,4 +1,4 @@
-/* Small inline-SVG charts for the run page (no external libraries). */
+/* Small inline-SVG charts for the run and earnings pages (no external libraries). */
 (function () {
   "use strict";
   const NS = "http://www.w3.org/2000/svg";
@@ -23,11 +23,79 @@
       const x = item.value < 0 ? zero - w : zero;
       const shown = item.label.length > 24 ? item.label.slice(0, 23) + "…" : item.label;
       const labelNode = el("text", { x: left - 8, y: y + 16, "text-anchor": "end", class: "chart-label" }, shown);
-      labelNode.append(el("title", {}, item.label));
+      labelNode.append(el("title", {}, item.title || item.label));
       root.append(labelNode);
       root.append(el("rect", { x, y: y + 3, width: Math.max(w, 1), height: rowH - 8, class: item.value < 0 ? "bar-negative" : "bar" }));
       root.append(el("text", { x: Math.max(x + w, zero) + 6, y: y + 16, class: "chart-value" }, format(item.value)));
     });
+    return root;
+  }
+
+  /* A dataset's name on a chart: its title, shortened, and its id, which tells apart shards
+     of one set listed under the same title. */
+  function datasetLabel(title, id, max = 24) {
+    const suffix = id === null || id === undefined ? "" : ` #${id}`;
+    const room = Math.max(max - suffix.length, 4);
+    const name = title.length > room ? title.slice(0, room - 1).trimEnd() + "…" : title;
+    return name + suffix;
+  }
+
+  const TIME_STEPS = [60, 300, 900, 1800, 3600, 3 * 3600, 6 * 3600, 12 * 3600, 86400, 2 * 86400,
+    7 * 86400, 14 * 86400, 30 * 86400, 91 * 86400, 182 * 86400, 365 * 86400];
+
+  /* Cumulative amounts over time as a step line: points [{at: unix seconds, wei: string}],
+     dates on the x axis, ETH on the y axis. */
+  function timeline(points, { label }) {
+    const M = window.MarketplaceMoney;
+    const width = 620, height = 300, left = 78, right = 16, top = 14, bottom = 48;
+    const root = svg(width, height, label);
+    let from = points[0].at, to = points[points.length - 1].at;
+    const pad = Math.max((to - from) * 0.05, 1800);  // room around one point or a short burst
+    from -= pad;
+    to += pad;
+    const yTicks = M.ticks(points[points.length - 1].wei);
+    const yMax = yTicks[yTicks.length - 1];
+    const px = (t) => left + ((t - from) / (to - from)) * (width - left - right);
+    // A ratio of two BigInts, scaled before converting: only the pixel position is rounded.
+    const py = (wei) => height - bottom - (Number((BigInt(wei) * 1000000n) / yMax) / 1000000) * (height - top - bottom);
+    root.append(el("rect", { x: left, y: top, width: width - left - right, height: height - top - bottom, class: "chart-frame" }));
+
+    const yAxis = el("g", { class: "chart-y-axis" });
+    for (const tick of yTicks) {
+      const y = py(tick);
+      yAxis.append(el("line", { x1: left - 4, y1: y, x2: width - right, y2: y, class: "chart-grid" }));
+      yAxis.append(el("text", { x: left - 8, y: y + 4, "text-anchor": "end", class: "chart-tick" }, M.formatEth(tick)));
+    }
+    root.append(yAxis);
+
+    const span = to - from;
+    const step = TIME_STEPS.find((s) => span / s <= 5) || Math.ceil(span / 5 / 86400) * 86400;
+    const withTime = step < 86400;
+    const format = new Intl.DateTimeFormat(undefined, withTime
+      ? { month: "short", day: "numeric", hour: "2-digit", minute: "2-digit" }
+      : { year: "numeric", month: "short", day: "numeric" });
+    const xAxis = el("g", { class: "chart-x-axis" });
+    for (let t = Math.ceil(from / step) * step; t <= to; t += step) {
+      const x = px(t);
+      xAxis.append(el("line", { x1: x, y1: height - bottom, x2: x, y2: height - bottom + 4, class: "chart-grid" }));
+      xAxis.append(el("text", { x, y: height - bottom + 17, "text-anchor": "middle", class: "chart-tick" }, format.format(new Date(t * 1000))));
+    }
+    root.append(xAxis);
+
+    let path = `${px(from)},${py(0)}`, last = 0n;
+    for (const p of points) {
+      path += ` ${px(p.at)},${py(last)} ${px(p.at)},${py(p.wei)}`;
+      last = BigInt(p.wei);
+    }
+    path += ` ${px(to)},${py(last)}`;
+    root.append(el("polyline", { points: path, class: "chart-line" }));
+    for (const p of points) {
+      const dot = el("circle", { cx: px(p.at), cy: py(p.wei), r: 3.5, class: "chart-dot" });
+      dot.append(el("title", {}, `${new Date(p.at * 1000).toLocaleString()}: ${M.formatEth(p.wei)} ETH (${p.wei} wei)`));
+      root.append(dot);
+    }
+    root.append(el("text", { x: left + (width - left - right) / 2, y: height - 8, "text-anchor": "middle", class: "chart-label" }, "date"));
+    root.append(el("text", { x: 14, y: top + (height - top - bottom) / 2, transform: `rotate(-90 14 ${top + (height - top - bottom) / 2})`, "text-anchor": "middle", class: "chart-label" }, "ETH earned in total"));
     return root;
   }
 
@@ -81,5 +149,5 @@
     return table;
   }
 
-  window.MarketplaceCharts = { bars, curve, scatter, confusion };
+  window.MarketplaceCharts = { bars, curve, scatter, confusion, timeline, datasetLabel };
 })();

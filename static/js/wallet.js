@@ -80,7 +80,7 @@
           return this.rpc(method, params);
         case "eth_sendTransaction": {
           const tx = params[0];
-          const eth = Number(BigInt(tx.value || "0x0")) / 1e18;
+          const eth = window.MarketplaceMoney.formatEth(BigInt(tx.value || "0x0"));
           this.confirmOrReject(`Dev wallet: send ${eth} ETH to ${tx.to} from ${tx.from}?`);
           return this.rpc(method, params);
         }

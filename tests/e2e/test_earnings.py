@@ -1,10 +1,12 @@
 import re
+from decimal import Decimal
 
 import pytest
 from playwright.sync_api import expect
 
 from chain.client import get_web3
 from chain.wrappers import TrainingEscrow
+from marketplace.money import wei_to_eth
 from tests.e2e.conftest import sign_in_with_dev_wallet
 
 pytestmark = pytest.mark.e2e
@@ -26,10 +28,24 @@ def test_contributor_sees_the_reported_amount_and_withdraws_it(
     page.get_by_role("link", name="Earnings").click()
 
     entries = page.get_by_test_id("entries")
-    expect(entries).to_contain_text(dataset.title)
-    expect(entries).to_contain_text(assigned)
-    expect(page.get_by_test_id("per-dataset")).to_contain_text(dataset.title)
-    expect(page.locator("#timeline-chart svg")).to_have_count(1)
+    entry = entries.get_by_role("row").filter(has_text=f"{dataset.title} #{dataset.pk}")
+    expect(entry.locator(".amount")).to_have_text(f"{wei_to_eth(assigned)} ETH")
+    expect(entry.locator(".amount")).to_have_attribute("title", f"{assigned} wei")
+    expect(page.get_by_test_id("per-dataset")).to_contain_text(f"{dataset.title} #{dataset.pk}")
+    withdrawable = page.get_by_test_id("withdrawable").locator(".amount")
+    expect(withdrawable).to_have_text(f"{wei_to_eth(owed)} ETH")
+    expect(withdrawable).to_have_attribute("title", f"{owed} wei")
+    chart = page.locator("#timeline-chart svg")
+    expect(chart).to_have_count(1)
+    # Dated x ticks ("Dec 2, 14:05" or "Dec 2, 2026") and ETH y ticks from 0 to at least the total.
+    x_ticks = chart.locator(".chart-x-axis .chart-tick")
+    expect(x_ticks.first).to_have_text(re.compile(r"[A-Z][a-z]{2} \d{1,2}, "))
+    assert x_ticks.count() >= 2
+    y_ticks = chart.locator(".chart-y-axis .chart-tick").all_text_contents()
+    assert y_ticks[0] == "0" and all(re.fullmatch(r"\d+(\.\d+)?", t) for t in y_ticks)
+    total = page.get_by_test_id("total-earned").locator(".amount").get_attribute("title")
+    assert Decimal(y_ticks[-1]) * 10**18 >= int(total.removesuffix(" wei"))
+    expect(chart.get_by_text("ETH earned in total")).to_be_visible()
     withdraw = page.get_by_role("button", name="Withdraw")
     expect(withdraw).to_be_enabled()
 
@@ -37,9 +53,10 @@ def test_contributor_sees_the_reported_amount_and_withdraws_it(
 
     message = page.locator("#earnings-message")
     expect(message).to_contain_text("Withdrawn.", timeout=30_000)
-    expect(page.get_by_test_id("withdrawable")).to_have_text("0.000000 ETH")
+    expect(page.get_by_test_id("withdrawable")).to_have_text("0 ETH")
     expect(withdraw).to_be_disabled()
-    expect(page.get_by_test_id("withdrawals")).to_contain_text(str(owed))
+    withdrawn = page.get_by_test_id("withdrawals").locator(f'.amount[title="{owed} wei"]')
+    expect(withdrawn).to_have_text(f"{wei_to_eth(owed)} ETH")
     tx_hash = re.search(r"0x[0-9a-f]{64}", message.text_content()).group(0)
     receipt = w3.eth.get_transaction_receipt(tx_hash)
     gas = receipt["gasUsed"] * receipt["effectiveGasPrice"]

@@ -3,7 +3,9 @@ import skops.io as sio
 from playwright.sync_api import expect
 from sklearn.datasets import load_breast_cancer
 
+from marketplace.money import wei_to_eth
 from tests.e2e.conftest import sign_in_with_dev_wallet
+from training.models import TrainingRun
 
 pytestmark = pytest.mark.e2e
 
@@ -21,10 +23,16 @@ def test_buyer_commissions_pays_watches_and_downloads_a_model(
     page.get_by_role("button", name="Get the price").click()
 
     expect(page.locator("#quote")).to_be_visible()
-    expect(page.locator("#quote-table")).to_contain_text("Compute fee")
+    quote = page.get_by_test_id("quote-table")
+    for dataset in cancer_datasets:  # each row named by its dataset, priced in ETH
+        row = quote.get_by_role("row").filter(has_text=f"{dataset.title} #{dataset.pk}")
+        expect(row.locator(".amount")).to_have_text("0.02 ETH")
+        expect(row.locator(".amount")).to_have_attribute("title", "20000000000000000 wei")
+    expect(quote).to_contain_text("Compute fee")
     page.get_by_role("button", name="Pay from my wallet").click()
 
     page.wait_for_url("**/runs/*/", timeout=60_000)
+    run = TrainingRun.objects.get(pk=int(page.url.rstrip("/").rsplit("/", 1)[1]))
     progress = page.get_by_role("progressbar")
     expect(progress).to_have_attribute("aria-valuenow", "100", timeout=120_000)
     expect(page.get_by_test_id("run-status")).to_have_text("Completed")
@@ -33,9 +41,18 @@ def test_buyer_commissions_pays_watches_and_downloads_a_model(
     expect(page.locator("#quality-chart table.confusion")).to_have_count(1)
     expect(page.locator("#importance-chart svg rect")).not_to_have_count(0)
     expect(page.locator("#contribution-chart svg rect")).to_have_count(2)
+    run.refresh_from_db()
+    funded = page.get_by_test_id("run-funded").locator(".amount")
+    expect(funded).to_have_text(f"{wei_to_eth(run.funded_value_wei)} ETH")
+    expect(funded).to_have_attribute("title", f"{run.funded_value_wei} wei")
+    assert run.funded_value_wei == run.price_wei
     contributions = page.get_by_test_id("contributions")
-    for dataset in cancer_datasets:
-        expect(contributions).to_contain_text(dataset.title)
+    for entry in run.inputs.select_related("dataset"):
+        name = f"{entry.dataset.title} #{entry.dataset_id}"
+        expect(page.locator("#contribution-chart .chart-label", has_text=name)).to_have_count(1)
+        paid = contributions.get_by_role("row").filter(has_text=name).locator(".amount").last
+        expect(paid).to_have_text(f"{wei_to_eth(entry.amount_wei)} ETH")
+        expect(paid).to_have_attribute("title", f"{entry.amount_wei} wei")
     expect(page.locator("#lineage")).to_contain_text("Settlement transaction")
 
     with page.expect_download() as download_info:
