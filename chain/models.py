@@ -28,7 +28,8 @@ class Deployment(models.Model):
 
 
 class SenderAccount(models.Model):
-    """The next nonce of an operator key; its row is the lock that serialises sending."""
+    """One past the highest nonce an operator key was given; its row is the lock that serialises
+    sending (a nonce released below it is given again)."""
 
     chain_id = models.PositiveBigIntegerField()
     address = models.CharField(max_length=42)
@@ -59,8 +60,16 @@ class ChainTransaction(models.Model):
     nonce = models.PositiveBigIntegerField()
     to = models.CharField(max_length=42, blank=True)
     value_wei = WeiField(default=0)
-    raw = models.TextField(help_text="The signed transaction, so a retry re-broadcasts it as is.")
+    raw = models.TextField(
+        help_text="The latest signed transaction, so a retry re-broadcasts it as is."
+    )
+    # The mined hash once mined; until then the latest of the intent's transactions.
     tx_hash = models.CharField(max_length=66, unique=True)
+    # Earlier transactions at the same nonce, replaced by higher fees; any of them may be mined.
+    replaced_hashes = models.JSONField(default=list, blank=True)
+    sent_at = models.DateTimeField(
+        null=True, blank=True, help_text="When the current transaction was first broadcast."
+    )
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SIGNED)
     block_number = models.PositiveBigIntegerField(null=True, blank=True)
     gas_used = models.PositiveBigIntegerField(null=True, blank=True)
