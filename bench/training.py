@@ -37,12 +37,12 @@ from sklearn.datasets import make_classification  # noqa: E402
 from chain.client import get_web3  # noqa: E402
 from chain.wrappers import DatasetRegistry  # noqa: E402
 from datasets.models import Dataset  # noqa: E402
+from datasets.selectors import listing_terms  # noqa: E402
 from datasets.services import (  # noqa: E402
     dataset_create,
     dataset_process,
     dataset_register,
     dataset_signature_submit,
-    listing_terms,
 )
 from marketplace.models import User  # noqa: E402
 from training import ml  # noqa: E402

@@ -280,6 +280,11 @@ class JobState:
     NONE, FUNDED, SETTLED, REFUNDED = 0, 1, 2, 3
 
 
+def settle_intent(job_id: bytes) -> str:
+    """The sender's intent of a job's settlement: one transaction per job."""
+    return f"settle:{job_id.hex()}"
+
+
 class TrainingEscrow(_Wrapper):
     name = "TrainingEscrow"
 
@@ -327,7 +332,7 @@ class TrainingEscrow(_Wrapper):
         report_hash: bytes,
     ) -> Outcome:
         return self._send(
-            f"settle:{job.job_id.hex()}", "settle", job.as_tuple(),
+            settle_intent(job.job_id), "settle", job.as_tuple(),
             [Web3.to_checksum_address(p) for p in payees], amounts, model_cid, report_hash,
         )  # fmt: skip
 

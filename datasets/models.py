@@ -79,6 +79,8 @@ class Dataset(models.Model):
     # The uploaded file, while it is being processed.
     original_filename = models.CharField(max_length=255)
     file_format = models.CharField(max_length=16, blank=True)
+    # How the file is written (datasets.reader.FileFormat): the training worker reads it so.
+    read_format = models.JSONField(default=dict, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
     upload_path = models.CharField(max_length=500, blank=True)
 
@@ -154,6 +156,11 @@ class Dataset(models.Model):
     @property
     def is_final(self) -> bool:
         return self.status in self.FINAL
+
+    @property
+    def key_context(self) -> bytes:
+        """What the wrapped data key is bound to (the training worker unwraps with it)."""
+        return f"dataset:{self.pk}".encode()
 
 
 class MinHashBand(models.Model):

@@ -25,9 +25,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.csv as pcsv
-import pyarrow.parquet as pq
 from datasketch import MinHash
+
+from datasets import reader
+from datasets.reader import FORMULA_PREFIXES, NUMBER_PATTERN, InputRejected, inert
 
 READ_CHUNK = 1024 * 1024
 # Arrow reads some 36 blocks ahead: the block size bounds the parser's memory. A block holds at
@@ -39,8 +40,6 @@ try:
 except NotImplementedError:  # a pyarrow built without jemalloc keeps its default
     pass
 
-CSV_BLOCK_SIZE = 2 * 1024 * 1024
-PARQUET_BATCH_ROWS = 65_536
 SAMPLE_ROWS = 5_000  # uniform row sample: histograms, value-pattern checks
 TOP_VALUES = 10
 EXACT_COUNT_LIMIT = 10_000  # distinct values counted exactly per column up to this many
@@ -50,7 +49,6 @@ MINHASH_PERMUTATIONS = 128
 MINHASH_SEED = 20240607
 HLL_PRECISION = 12
 DISPLAY_CHARS = 80
-FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 FORMULA_LEADS = pa.array(FORMULA_PREFIXES)
 
 # Both ways of writing a name: "first_name", "FirstName", "first name".
@@ -79,16 +77,6 @@ UUID_PATTERN = re.compile(
     r"^[0-9a-f]{8}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{4}-?[0-9a-f]{12}$", re.I
 )
 CARD_PATTERN = re.compile(r"^\d[\d -]{11,22}\d$")
-NUMBER_PATTERN = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
-
-
-class InputRejected(Exception):
-    """The file cannot be listed; the message says why, in words the uploader can act on."""
-
-    def __init__(self, message: str, code: str):
-        super().__init__(message)
-        self.message = message
-        self.code = code
 
 
 @dataclass(frozen=True)
@@ -99,7 +87,7 @@ class Limits:
 
 @dataclass
 class Profile:
-    file_format: str
+    file_format: reader.FileFormat  # how the rows were read: the training worker reads them so
     rows: int
     columns: list[dict]
     warnings: list[dict]
@@ -107,13 +95,6 @@ class Profile:
     rows_sha256: str  # the set of distinct rows and the header: same data, reordered or not
     unique_rows: int
     minhash: bytes  # MINHASH_PERMUTATIONS uint64 values over the distinct rows
-
-
-def inert(value: str) -> str:
-    """A value as text that no spreadsheet would run as a formula (OWASP: prefix with ')."""
-    if value.startswith(FORMULA_PREFIXES) and not NUMBER_PATTERN.match(value.strip()):
-        return "'" + value
-    return value
 
 
 def _display(value) -> str | int | float | bool | None:
@@ -194,7 +175,7 @@ def _is_parquet(path: Path, size: int) -> bool:
 class _RawFacts:
     sha256: str
     lines: int
-    delimiter: str
+    file_format: reader.FileFormat
 
 
 def _check_text(path: Path, limits: Limits, on_progress: Callable[[float], None]) -> _RawFacts:
@@ -260,20 +241,9 @@ def _check_text(path: Path, limits: Limits, on_progress: Callable[[float], None]
             "The file ends inside a quoted value (its quotes do not pair up): it looks truncated.",
             "unbalanced_quotes",
         )
-    header = first_line.decode("utf-8", "replace").lstrip("\ufeff")
-    counts = {d: _count_outside_quotes(header, d) for d in (",", ";", "\t", "|")}
-    delimiter = max(counts, key=lambda d: (counts[d], d == ","))
-    return _RawFacts(digest.hexdigest(), lines + (1 if line_length else 0), delimiter)
-
-
-def _count_outside_quotes(text: str, delimiter: str) -> int:
-    count, quoted = 0, False
-    for char in text:
-        if char == '"':
-            quoted = not quoted
-        elif char == delimiter and not quoted:
-            count += 1
-    return count
+    return _RawFacts(
+        digest.hexdigest(), lines + (1 if line_length else 0), reader.text_format(first_line)
+    )
 
 
 def _file_sha256(path: Path) -> str:
@@ -559,101 +529,6 @@ class _RowSample:
         self.table, self.keys = merged.combine_chunks(), merged_keys
 
 
-def _open_csv(
-    path: Path, delimiter: str, column_types: dict, bad_rows: list, limits: Limits
-) -> Iterator:
-    def on_invalid_row(row) -> str:
-        bad_rows.append(row)
-        return "error"
-
-    return pcsv.open_csv(
-        str(path),
-        read_options=pcsv.ReadOptions(
-            block_size=max(CSV_BLOCK_SIZE, 2 * limits.max_line_bytes), use_threads=False
-        ),
-        parse_options=pcsv.ParseOptions(
-            delimiter=delimiter, newlines_in_values=True, invalid_row_handler=on_invalid_row
-        ),
-        convert_options=pcsv.ConvertOptions(column_types=column_types, strings_can_be_null=True),
-    )
-
-
-_CONVERSION_ERROR = re.compile(
-    r"In CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'", re.S
-)
-
-
-def _ragged_row_message(path: Path, row) -> str:
-    text = row.text or ""
-    shown = text if len(text) <= 60 else text[:59] + "…"
-    with path.open("rb") as handle:
-        handle.seek(max(0, path.stat().st_size - len(text.encode()) - 2))
-        tail = handle.read().decode("utf-8", "replace").rstrip("\r\n")
-    last = bool(text) and tail.endswith(text)
-    what = "The last line" if last else "A row"
-    hint = (
-        " The file looks truncated." if last and row.actual_columns < row.expected_columns else ""
-    )
-    return (
-        f"{what} has {row.actual_columns} field{'s' if row.actual_columns != 1 else ''} where the "
-        f"header has {row.expected_columns}: {inert(shown)!r}.{hint} Every row needs one value "
-        "per column (an empty value is fine)."
-    )
-
-
-def _csv_batches(
-    path: Path, delimiter: str, limits: Limits
-) -> Iterator[tuple[pa.Schema, Iterator[pa.RecordBatch]]]:
-    """Yield (schema, batches) attempts: when a later block does not fit the types inferred from
-    the first one, the caller starts over with that column widened (integer -> float -> text)."""
-    column_types: dict[str, pa.DataType] = {}
-    for _attempt in range(2 * limits.max_columns + 1):
-        bad_rows: list = []
-        try:
-            reader = _open_csv(path, delimiter, column_types, bad_rows, limits)
-        except pa.ArrowInvalid as exc:
-            if bad_rows:
-                raise InputRejected(_ragged_row_message(path, bad_rows[0]), "ragged_rows") from None
-            if "Empty CSV file" in str(exc):
-                raise InputRejected("The file has no header and no rows.", "empty") from None
-            raise InputRejected(f"The file is not valid CSV: {exc}", "not_csv") from None
-        _check_schema(reader.schema, limits)
-        retry = yield reader.schema, _guarded(reader, bad_rows, path)
-        if retry is None:
-            return
-        name, target = retry
-        column_types[name] = target
-    raise InputRejected("The column types could not be settled.", "not_csv")
-
-
-def _guarded(reader, bad_rows: list, path: Path) -> Iterator[pa.RecordBatch]:
-    while True:
-        try:
-            batch = reader.read_next_batch()
-        except StopIteration:
-            return
-        except pa.ArrowInvalid as exc:
-            if bad_rows:
-                raise InputRejected(_ragged_row_message(path, bad_rows[0]), "ragged_rows") from None
-            raise _Widen(str(exc)) from None
-        yield batch
-
-
-class _Widen(Exception):
-    pass
-
-
-def _widened(message: str, schema: pa.Schema) -> tuple[str, pa.DataType]:
-    match = _CONVERSION_ERROR.search(message)
-    if not match:
-        raise InputRejected(f"The file is not valid CSV: {message}", "not_csv")
-    name = schema.names[int(match.group(1))]
-    current, value = schema.field(name).type, match.group(3)
-    if pa.types.is_integer(current) and NUMBER_PATTERN.match(value.strip()):
-        return name, pa.float64()
-    return name, pa.string()
-
-
 # --- the profile ----------------------------------------------------------------------------
 
 
@@ -662,10 +537,9 @@ class CheckedFile:
     """What the first pass learnt of a file that may be described (`describe_file`)."""
 
     path: Path
-    file_format: str  # "csv" or "parquet"
+    file_format: reader.FileFormat
     sha256: str  # of the file's bytes
     lines: int  # CSV: lines, header included
-    delimiter: str  # CSV
 
 
 def check_file(
@@ -678,21 +552,27 @@ def check_file(
     if size == 0:
         raise InputRejected("The file is empty.", "empty")
     if _is_parquet(path, size):
-        schema = _parquet_file(path).schema_arrow
+        schema = reader.parquet_file(path).schema_arrow
         _check_schema(schema, limits)
-        return CheckedFile(path, "parquet", _file_sha256(path), 0, "")
+        return CheckedFile(path, reader.FileFormat("parquet"), _file_sha256(path), 0)
     facts = _check_text(path, limits, on_progress)
-    return CheckedFile(path, "csv", facts.sha256, facts.lines, facts.delimiter)
+    return CheckedFile(path, facts.file_format, facts.sha256, facts.lines)
 
 
 def describe_file(
     checked: CheckedFile, *, limits: Limits, on_progress: Callable[[float], None] = lambda f: None
 ) -> Profile:
     """The second pass, over the rows: schema, column statistics, quality warnings, distinct
-    rows and their MinHash."""
-    if checked.file_format == "parquet":
+    rows and their MinHash. The rows are read as the training worker will read them."""
+    if checked.file_format.kind == "parquet":
         return _profile_parquet(checked, on_progress)
-    attempts = _csv_batches(checked.path, checked.delimiter, limits)
+    attempts = reader.csv_attempts(
+        checked.path,
+        checked.file_format,
+        max_columns=limits.max_columns,
+        max_line_bytes=limits.max_line_bytes,
+        check_schema=lambda schema: _check_schema(schema, limits),
+    )
     schema, batches = next(attempts)
     while True:
         try:
@@ -702,43 +582,22 @@ def describe_file(
                 expected_rows=max(checked.lines - 1, 1),
                 on_progress=on_progress,
             )
-        except _Widen as exc:
-            schema, batches = attempts.send(_widened(str(exc), schema))
+        except reader.Widen as exc:
+            schema, batches = attempts.send(reader.widened(str(exc), schema))
             continue
-        return _finish(result, "csv", checked.sha256)
-
-
-def profile_file(
-    path: Path, *, limits: Limits, on_progress: Callable[[float], None] = lambda f: None
-) -> Profile:
-    """Both passes: check the file, then describe it."""
-    checked = check_file(path, limits=limits, on_progress=lambda f: on_progress(0.2 * f))
-    return describe_file(checked, limits=limits, on_progress=lambda f: on_progress(0.2 + 0.8 * f))
-
-
-def _parquet_file(path: Path) -> pq.ParquetFile:
-    try:
-        return pq.ParquetFile(str(path))
-    except (pa.ArrowException, OSError) as exc:
-        raise InputRejected(
-            f"The file is not a readable Parquet file: {exc}", "bad_parquet"
-        ) from None
+        return _finish(result, reader.with_schema(checked.file_format, schema), checked.sha256)
 
 
 def _profile_parquet(checked: CheckedFile, on_progress) -> Profile:
-    parquet = _parquet_file(checked.path)
-    schema = parquet.schema_arrow
-
-    def batches() -> Iterator[pa.RecordBatch]:
-        try:
-            yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
-        except (pa.ArrowException, OSError) as exc:
-            raise InputRejected(f"The Parquet file is damaged: {exc}", "bad_parquet") from None
-
+    parquet = reader.parquet_file(checked.path)
     result = _profile_rows(
-        schema, batches(), expected_rows=max(parquet.metadata.num_rows, 1), on_progress=on_progress
+        parquet.schema_arrow,
+        reader.parquet_batches(parquet),
+        expected_rows=max(parquet.metadata.num_rows, 1),
+        on_progress=on_progress,
     )
-    return _finish(result, "parquet", checked.sha256)
+    file_format = reader.with_schema(checked.file_format, parquet.schema_arrow)
+    return _finish(result, file_format, checked.sha256)
 
 
 @dataclass
@@ -770,11 +629,8 @@ def _profile_rows(
     for batch in batches:
         if batch.num_rows == 0:
             continue
-        columns = [
-            column.dictionary_decode() if pa.types.is_dictionary(column.type) else column
-            for column in batch.columns
-        ]
-        batch = pa.RecordBatch.from_arrays(columns, names=schema.names)
+        batch = reader.decoded(batch)
+        columns = batch.columns
         hashed = [
             _column_hashes(column, tally=column_stats.wants_tally)
             for column_stats, column in zip(stats, columns, strict=True)
@@ -976,7 +832,7 @@ def _column_warnings(column: _ColumnStats, described: dict, rows: int, sample) -
     return found
 
 
-def _finish(result: _RowsResult, file_format: str, file_sha256: str) -> Profile:
+def _finish(result: _RowsResult, file_format: reader.FileFormat, file_sha256: str) -> Profile:
     columns, warnings = [], []
     for column in result.stats:
         described = _describe_column(column, result.rows, result.sample)

@@ -7,6 +7,7 @@ import hashlib
 import html
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 
 import markdown as markdown_lib
 import nh3
@@ -18,9 +19,9 @@ from django.utils.html import strip_tags
 from rest_framework import status as http
 from web3 import Web3
 
-from chain.wrappers import DatasetRegistry
+from chain.wrappers import DatasetRegistry, ListingTerms
 from datasets.models import LICENSES, Dataset
-from datasets.storage import IpfsError, cat_sha256, raw_cid_for_sha256
+from datasets.storage import IpfsError, cat_sha256, iter_cat, raw_cid_for_sha256
 from marketplace.did import did_for
 from marketplace.errors import ApplicationError, NodeUnavailable
 from marketplace.models import User
@@ -319,11 +320,23 @@ def dataset_usage(dataset: Dataset) -> dict:
     return {"runs": len(amounts), "earned_wei": str(sum(amounts))}
 
 
+def listing_terms(dataset: Dataset) -> ListingTerms:
+    """What the owner signs and the registry records for a listing."""
+    return ListingTerms(
+        owner=dataset.owner.address,
+        cid=dataset.cid,
+        content_hash=bytes.fromhex(dataset.content_sha256),
+        metadata_hash=bytes.fromhex(dataset.metadata_sha256),
+        license=dataset.license,
+        price_wei=int(dataset.price_wei),
+        parent_id=dataset.parent.listing_id if dataset.parent_id else 0,
+        deadline=int(dataset.sign_deadline or 0),
+    )
+
+
 def dataset_signing_request(*, dataset: Dataset) -> dict | None:
     """The EIP-712 typed data the owner signs (eth_signTypedData_v4), with the owner's current
     nonce. Integers are decimal strings: JSON numbers lose precision above 2^53."""
-    from datasets.services import listing_terms
-
     if dataset.status != Status.AWAITING_SIGNATURE:
         return None
     registry = DatasetRegistry.deployed()
@@ -335,6 +348,51 @@ def dataset_signing_request(*, dataset: Dataset) -> dict | None:
 
 
 # --- verification --------------------------------------------------------------------------
+
+
+# --- a listed dataset's rows, in the training worker only --------------------------------------
+
+
+class ContentMismatch(Exception):
+    """The bytes behind a CID are not the ones the chain recorded."""
+
+
+def dataset_rows(*, dataset: Dataset, workdir: Path, expected_sha256: str):
+    """The rows of a listed dataset as a pyarrow Table, read as the listing read them: the
+    ciphertext from IPFS by CID, its hash checked against `expected_sha256` (the on-chain
+    listing's) and the stored one, decrypted into `workdir` (the caller's private folder)."""
+    from datasets import reader
+    from marketplace.crypto import decrypt_stream, unwrap_data_key
+
+    sealed = workdir / f"dataset-{dataset.pk}.enc"
+    digest = hashlib.sha256()
+    with sealed.open("wb") as out:
+        for chunk in iter_cat(dataset.cid):
+            digest.update(chunk)
+            out.write(chunk)
+    actual = digest.hexdigest()
+    if actual != expected_sha256.lower() or actual != dataset.content_sha256:
+        sealed.unlink()
+        raise ContentMismatch(
+            f"The bytes on IPFS for dataset {dataset.pk} ({dataset.cid}) do not match the hash "
+            "recorded on-chain."
+        )
+    key = unwrap_data_key(
+        dataset.wrapped_data_key, settings.MASTER_KEY, context=dataset.key_context
+    )
+    plain = workdir / f"dataset-{dataset.pk}.plain"
+    try:
+        with sealed.open("rb") as src, plain.open("wb") as dst:
+            decrypt_stream(src, dst, key)
+        sealed.unlink()
+        file_format = (
+            reader.FileFormat.from_dict(dataset.read_format)
+            if dataset.read_format
+            else reader.detect_format(plain)
+        )
+        return reader.read_table(plain, file_format, max_line_bytes=settings.DATASET_MAX_LINE_BYTES)
+    finally:
+        plain.unlink(missing_ok=True)
 
 
 def _check(name: str, label: str, ok: bool, detail: str) -> dict:

@@ -1,23 +1,21 @@
-"""Dataset writes: a listing from an upload, the pipeline's steps (describe, encrypt, pin, sign,
-register), and the chain indexer's confirmation. Every status move is a guarded update, so a
-step delivered twice does nothing the second time."""
+r"""Dataset writes, the listing's state machine:
+
+    processing -> awaiting_signature -> registering -> listed
+              \-> rejected (bad input)  \-> failed (an outage outlasted the retries)
+
+The upload's work (check, seal, describe, compare) is in `datasets.processing`; this module moves
+the status, always with a guarded update, so a step delivered twice does nothing the second
+time."""
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import re
 import secrets
 import shutil
-import threading
 import time
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor, wait
-from concurrent.futures import TimeoutError as FutureTimeout
 from decimal import Decimal
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -33,24 +31,14 @@ from chain.client import ChainMisconfigured, ChainUnavailable, decode_revert
 from chain.events import ChainEvent
 from chain.models import ChainTransaction
 from chain.wrappers import DatasetRegistry, ListingTerms
+from datasets import processing
 from datasets.models import LICENSES, MAX_PRICE_WEI, Dataset, MinHashBand
-from datasets.selectors import description_excerpt
-from datasets.storage import (
-    IpfsError,
-    cat_sha256,
-    pin_file,
-    raw_cid_for_sha256,
-    unpin,
-)
+from datasets.selectors import description_excerpt, listing_terms
+from datasets.storage import IpfsError
 from datasets.uploads import UploadOnDisk, upload_dir
-from marketplace.crypto import CHUNK_SIZE, encrypt_stream, new_data_key, wrap_data_key
-from marketplace.did import did_for
 from marketplace.errors import ApplicationError
 from marketplace.ipfs import IpfsUnavailable
 from marketplace.models import User
-
-if TYPE_CHECKING:
-    from datasets import profiling
 
 logger = logging.getLogger(__name__)
 
@@ -59,7 +47,6 @@ ACCEPTED_EXTENSIONS = {".csv", ".tsv", ".txt", ".parquet", ".pq"}
 SIGNATURE_PATTERN = re.compile(r"^0x[0-9a-fA-F]{130}$")
 TAG_PATTERN = re.compile(r"^[a-z0-9][a-z0-9 ._+-]{0,31}$")
 MAX_TAGS = 10
-METADATA_MAX_BYTES = 1024 * 1024  # one IPFS block: its CID is then its sha-256
 REVERT_MESSAGES = {
     "InvalidSignature": "The registry refused the signature: the owner's nonce changed since it "
     "was made (another listing was signed meanwhile).",
@@ -220,7 +207,7 @@ def dataset_create(
     return dataset
 
 
-# --- the pipeline: describe, compare, encrypt, pin -----------------------------------------------
+# --- the pipeline: check, seal, describe, compare (datasets.processing does the work) ---------
 
 
 def _set_stage(dataset_id: int, status: str, stage: str, fraction: float = 0.0) -> None:
@@ -229,44 +216,12 @@ def _set_stage(dataset_id: int, status: str, stage: str, fraction: float = 0.0) 
     )
 
 
-def _work_files(dataset: Dataset) -> list[Path]:
-    """The upload and what processing writes beside it (ciphertext, metadata, pin marker)."""
-    if not dataset.upload_path:
-        return []
-    path = Path(dataset.upload_path)
-    suffixes = (".enc", ".meta.json", ".cid")
-    return [path] + [path.with_name(path.name + suffix) for suffix in suffixes]
-
-
-def _delete_files(dataset: Dataset) -> None:
-    for path in _work_files(dataset):
-        path.unlink(missing_ok=True)
-
-
-def _pin_marker(dataset: Dataset) -> Path | None:
-    """Where the sealing thread notes the ciphertext's CID the moment it is pinned, before the
-    dataset row records it: a retry or a failure unpins it even if the process died between."""
-    if not dataset.upload_path:
-        return None
-    path = Path(dataset.upload_path)
-    return path.with_name(path.name + ".cid")
-
-
-def _unpin_all(dataset: Dataset) -> None:
-    marker = _pin_marker(dataset)
-    pending = marker.read_text().strip() if marker and marker.exists() else ""
-    for cid in {dataset.cid, dataset.metadata_cid, pending} - {""}:
-        unpin(cid)
-    if marker:
-        marker.unlink(missing_ok=True)
-
-
 def dataset_reject(*, dataset_id: int, reason: str) -> bool:
     """Bad input: `rejected` with the reason; nothing stays pinned or on disk."""
     dataset = Dataset.objects.filter(pk=dataset_id, status=Status.PROCESSING).first()
     if dataset is None:
         return False
-    _unpin_all(dataset)
+    processing.unpin_all(dataset)
     moved = Dataset.objects.filter(pk=dataset_id, status=Status.PROCESSING).update(
         status=Status.REJECTED,
         stage=Stage.DONE,
@@ -276,7 +231,7 @@ def dataset_reject(*, dataset_id: int, reason: str) -> bool:
         metadata_cid="",
         upload_path="",
     )
-    _delete_files(dataset)
+    processing.delete_work_files(dataset)
     return bool(moved)
 
 
@@ -302,7 +257,7 @@ def dataset_fail(*, dataset_id: int, reason: str) -> bool:
     keep_pins = dataset.status == Status.REGISTERING and _transaction_may_be_mined(dataset)
     if not keep_pins:
         try:
-            _unpin_all(dataset)
+            processing.unpin_all(dataset)
         except (IpfsUnavailable, IpfsError) as exc:
             logger.warning("dataset %s: could not unpin after failure: %s", dataset_id, exc)
     moved = Dataset.objects.filter(pk=dataset_id, status=dataset.status).update(
@@ -312,241 +267,41 @@ def dataset_fail(*, dataset_id: int, reason: str) -> bool:
         **({} if keep_pins else {"cid": "", "metadata_cid": ""}),
         upload_path="",
     )
-    _delete_files(dataset)
+    processing.delete_work_files(dataset)
     return bool(moved)
 
 
-def _exact_duplicate(dataset: Dataset, file_sha256: str, rows_sha256: str = "") -> Dataset | None:
-    """An active listing with the same bytes, or the same distinct rows in another order."""
-    same = Q(file_sha256=file_sha256)
-    if rows_sha256:
-        same |= Q(rows_sha256=rows_sha256)
-    return Dataset.objects.filter(same, status__in=Dataset.ACTIVE).exclude(pk=dataset.pk).first()
-
-
-def _near_duplicates(dataset: Dataset, profile: profiling.Profile) -> list[dict]:
-    from datasets import profiling
-
-    keys = profiling.minhash_band_keys(profile.minhash)
-    shares_a_band = Q()
-    for band, key in enumerate(keys):
-        shares_a_band |= Q(band=band, key=key)
-    candidate_ids = (
-        MinHashBand.objects.filter(shares_a_band)
-        .exclude(dataset_id=dataset.pk)
-        .values_list("dataset_id", flat=True)
-        .distinct()
-    )
-    candidates = (
-        Dataset.objects.filter(pk__in=list(candidate_ids[:500]), status__in=Dataset.ACTIVE)
-        .exclude(pk=dataset.parent_id or 0)
-        .only("pk", "title", "minhash")
-    )
-    mine = profiling.minhash_from_bytes(profile.minhash)
-    found = []
-    for other in candidates:
-        similarity = mine.jaccard(profiling.minhash_from_bytes(bytes(other.minhash)))
-        if similarity >= settings.DATASET_NEAR_DUPLICATE_THRESHOLD:
-            found.append(
-                {
-                    "code": "near_duplicate",
-                    "message": f"About {similarity:.0%} of the distinct rows are shared with "
-                    f"“{other.title}” (dataset #{other.pk}).",
-                    "similar_dataset": other.pk,
-                    "similarity": round(similarity, 2),
-                }
-            )
-    found.sort(key=lambda w: -w["similarity"])
-    return found[:5]
-
-
-def _withhold_values(columns: list[dict], warnings: list[dict]) -> list[dict]:
-    """No sample values of columns that may identify people appear in the public statistics."""
-    sensitive = {
-        w["column"] for w in warnings if w["code"] in {"personal_data", "identifier_column"}
-    }
-    for column in columns:
-        if column["name"] in sensitive:
-            for key in ("top_values", "min", "max", "histogram"):
-                column.pop(key, None)
-            column["values_withheld"] = True
-    return columns
-
-
-def _metadata_document(dataset: Dataset, profile: profiling.Profile, columns, warnings) -> bytes:
-    """The public description of a listing, pinned to IPFS; its sha-256 goes on-chain."""
-    document = {
-        "type": "data-marketplace/dataset-metadata/v1",
-        "title": dataset.title,
-        "description": dataset.description,
-        "license": dataset.license,
-        "tags": dataset.tags,
-        "owner": did_for(dataset.owner.address, settings.CHAIN_ID),
-        "price_wei": str(dataset.price_wei),
-        "parent_listing_id": dataset.parent.listing_id if dataset.parent_id else None,
-        "content": {
-            "cid": dataset.cid,
-            "sha256": dataset.content_sha256,
-            "format": profile.file_format,
-            "encryption": {"scheme": "AES-256-GCM, chunked", "chunk_size": CHUNK_SIZE},
-        },
-        "rows": profile.rows,
-        "columns": columns,
-        "quality_warnings": warnings,
-        "created": dataset.created.isoformat(),
-    }
-    raw = json.dumps(document, sort_keys=True, ensure_ascii=False).encode()
-    if len(raw) > METADATA_MAX_BYTES:  # very wide tables: the schema without statistics
-        document["columns"] = [{"name": c["name"], "type": c["type"]} for c in columns]
-        raw = json.dumps(document, sort_keys=True, ensure_ascii=False).encode()
-    return raw
-
-
-class _Sealing:
-    """Encrypt the upload, pin the ciphertext and read it back, in a thread of its own: the
-    encryption runs while the caller checks the bytes, the pinning (once the caller approves:
-    bad input is never sent to the node) while it describes the rows, so the IPFS node works on
-    the ciphertext while this process works on the plaintext. The thread touches no database
-    (it would hold a connection of its own); it notes the CID in the pin marker the moment the
-    node has pinned it."""
-
-    def __init__(self, dataset: Dataset, data_key: bytes):
-        self.stage = Stage.ENCRYPTING
-        self._path = Path(dataset.upload_path)
-        self._marker = _pin_marker(dataset)
-        self._decided = threading.Event()
-        self._approved = False
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seal-{dataset.pk}")
-        self._future = executor.submit(self._run, data_key)
-        executor.shutdown(wait=False)
-
-    def _run(self, data_key: bytes) -> tuple[str, int, str] | None:
-        encrypted = self._path.with_name(self._path.name + ".enc")
-        with self._path.open("rb") as source, encrypted.open("wb") as target:
-            size, sha256 = encrypt_stream(source, target, data_key)
-        self._decided.wait()
-        if not self._approved:
-            return None
-        self.stage = Stage.PINNING
-        cid = pin_file(encrypted)
-        self._marker.write_text(cid)
-        self.stage = Stage.VERIFYING
-        read_sha256, read_size = cat_sha256(cid)
-        if (read_sha256, read_size) != (sha256, size):
-            raise IpfsUnavailable(
-                f"the IPFS node returned other bytes for {cid} than were pinned "
-                f"({read_size} bytes, sha-256 {read_sha256[:12]}…)"
-            )
-        return cid, size, sha256
-
-    def approve(self) -> None:
-        """The bytes passed the check: pin them."""
-        self._approved = True
-        self._decided.set()
-
-    def result(self, on_wait: Callable[[str], None]) -> tuple[str, int, str]:
-        """(CID, ciphertext bytes, ciphertext sha-256); `on_wait(stage)` twice a second until
-        then. Raises what the thread raised."""
-        while True:
-            try:
-                return self._future.result(timeout=0.5)
-            except FutureTimeout:
-                on_wait(self.stage)
-
-    def settle(self) -> None:
-        """Give up on this attempt: nothing more is pinned; wait for the thread, whatever its
-        outcome (what it pinned already, the pin marker names, for the caller to unpin)."""
-        self._decided.set()
-        wait([self._future])
-
-
-def _progress(dataset_id: int, stage: str) -> Callable[[float], None]:
-    """A progress callback that writes the dataset row at most twice a second."""
-    last = 0.0
-
-    def report(fraction: float) -> None:
-        nonlocal last
-        now = time.monotonic()
-        if now - last >= 0.5:
-            last = now
-            _set_stage(dataset_id, Status.PROCESSING, stage, fraction)
-
-    return report
-
-
 def dataset_process(*, dataset_id: int) -> None:
-    """Check the bytes while a second thread encrypts them, then describe the rows while that
-    thread pins the ciphertext and reads it back; pin the metadata, then wait for the owner's
-    signature. Runs again from the start after an interruption (a retry unpins what the
-    previous attempt pinned)."""
+    """processing -> awaiting_signature (or rejected): the upload is checked, sealed, described
+    and compared by `processing.listing_prepare`. Runs again from the start after an
+    interruption (a retry first unpins what the previous attempt pinned)."""
     # Imported here: the parsing libraries are the worker's, the web process never needs them.
-    from datasets import profiling
+    from datasets.reader import InputRejected
 
     dataset = Dataset.objects.filter(pk=dataset_id).select_related("owner", "parent").first()
     if dataset is None or dataset.status != Status.PROCESSING:
         return
-    _unpin_all(dataset)
+    processing.unpin_all(dataset)
     if dataset.cid or dataset.metadata_cid:
         Dataset.objects.filter(pk=dataset_id).update(cid="", metadata_cid="")
         dataset.cid = dataset.metadata_cid = ""
-    path = Path(dataset.upload_path)
-    if not dataset.upload_path or not path.exists():
+    if not dataset.upload_path or not Path(dataset.upload_path).exists():
         dataset_fail(
             dataset_id=dataset_id,
             reason="The uploaded file is no longer on the server: upload it again.",
         )
         return
-
-    _set_stage(dataset_id, Status.PROCESSING, Stage.CHECKING)
-    limits = profiling.Limits(
-        max_columns=settings.DATASET_MAX_COLUMNS, max_line_bytes=settings.DATASET_MAX_LINE_BYTES
-    )
-    checking = _progress(dataset_id, Stage.CHECKING)
-    data_key = new_data_key()
-    sealing = _Sealing(dataset, data_key)
     try:
-        # The cheap pass first: bad bytes are refused before anything is sent to the node.
-        checked = profiling.check_file(path, limits=limits, on_progress=lambda f: checking(0.1 * f))
-        duplicate = _exact_duplicate(dataset, checked.sha256)
-        if duplicate is None:
-            sealing.approve()
-            profile = profiling.describe_file(
-                checked, limits=limits, on_progress=lambda f: checking(0.1 + 0.9 * f)
-            )
-            _set_stage(dataset_id, Status.PROCESSING, Stage.COMPARING)
-            duplicate = _exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
-    except profiling.InputRejected as exc:
-        sealing.settle()
+        prepared = processing.listing_prepare(
+            dataset,
+            on_stage=lambda stage, fraction: _set_stage(
+                dataset_id, Status.PROCESSING, stage, fraction
+            ),
+        )
+    except InputRejected as exc:
         dataset_reject(dataset_id=dataset_id, reason=exc.message)
         return
-    except BaseException:
-        sealing.settle()  # the retry, or the failure handler, unpins what it pinned
-        raise
-    if duplicate is not None:
-        sealing.settle()
-        dataset_reject(dataset_id=dataset_id, reason=_duplicate_reason(dataset, duplicate))
-        return
-    warnings = _near_duplicates(dataset, profile) + profile.warnings
-    columns = _withhold_values(profile.columns, warnings)
-
-    _set_stage(dataset_id, Status.PROCESSING, sealing.stage)
-    cid, encrypted_size, content_sha256 = sealing.result(
-        on_wait=lambda stage: _set_stage(dataset_id, Status.PROCESSING, stage)
-    )
-    Dataset.objects.filter(pk=dataset_id).update(cid=cid)
-    dataset.cid, dataset.content_sha256 = cid, content_sha256
-
-    metadata = _metadata_document(dataset, profile, columns, warnings)
-    metadata_path = path.with_name(path.name + ".meta.json")
-    metadata_path.write_bytes(metadata)
-    metadata_sha256 = hashlib.sha256(metadata).hexdigest()
-    metadata_cid = pin_file(metadata_path, raw_single_block=True)
-    Dataset.objects.filter(pk=dataset_id).update(metadata_cid=metadata_cid)
-    dataset.metadata_cid = metadata_cid
-    if metadata_cid != raw_cid_for_sha256(metadata_sha256):
-        raise IpfsError(f"the metadata was stored as {metadata_cid}, not as one raw block")
-
-    wrapped = wrap_data_key(data_key, settings.MASTER_KEY, context=dataset_key_context(dataset_id))
+    profile, columns = prepared.profile, prepared.columns
     try:
         with transaction.atomic():
             moved = Dataset.objects.filter(pk=dataset_id, status=Status.PROCESSING).update(
@@ -554,20 +309,22 @@ def dataset_process(*, dataset_id: int) -> None:
                 stage=Stage.SIGNING,
                 progress=100,
                 status_message="",
-                file_format=profile.file_format,
+                file_format=profile.file_format.kind,
+                read_format=profile.file_format.as_dict(),
                 rows=profile.rows,
                 column_count=len(columns),
                 columns=columns,
-                quality_warnings=warnings,
+                quality_warnings=prepared.warnings,
                 file_sha256=profile.file_sha256,
                 rows_sha256=profile.rows_sha256,
                 unique_rows=profile.unique_rows,
                 minhash=profile.minhash,
-                wrapped_data_key=wrapped,
-                content_sha256=content_sha256,
-                encrypted_size=encrypted_size,
-                metadata_cid=metadata_cid,
-                metadata_sha256=metadata_sha256,
+                wrapped_data_key=prepared.wrapped_data_key,
+                cid=prepared.cid,
+                content_sha256=prepared.content_sha256,
+                encrypted_size=prepared.encrypted_size,
+                metadata_cid=prepared.metadata_cid,
+                metadata_sha256=prepared.metadata_sha256,
                 sign_deadline=int(time.time()) + settings.DATASET_SIGNATURE_TTL_SECONDS,
                 search_text=_search_text(
                     title=dataset.title,
@@ -578,54 +335,25 @@ def dataset_process(*, dataset_id: int) -> None:
                 upload_path="",
             )
             if moved:
-                MinHashBand.objects.bulk_create(
-                    MinHashBand(dataset_id=dataset_id, band=band, key=key)
-                    for band, key in enumerate(profiling.minhash_band_keys(profile.minhash))
-                )
+                MinHashBand.objects.bulk_create(processing.minhash_bands(dataset_id, profile))
     except IntegrityError:
         # The same data reached `awaiting_signature` in another upload meanwhile.
-        duplicate = _exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
+        duplicate = processing.exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
         dataset_reject(
             dataset_id=dataset_id,
-            reason=_duplicate_reason(dataset, duplicate)
+            reason=processing.duplicate_reason(dataset, duplicate)
             if duplicate
             else "The same data is already listed.",
         )
         return
-    _delete_files(dataset)
+    processing.delete_work_files(dataset)
     if not moved:  # moved on meanwhile (e.g. failed by a time limit): nothing of ours stays
         current = Dataset.objects.get(pk=dataset_id)
         if current.status != Status.AWAITING_SIGNATURE:
-            _unpin_all(dataset)
-
-
-def _duplicate_reason(dataset: Dataset, duplicate: Dataset) -> str:
-    own = duplicate.owner_id == dataset.owner_id
-    return (
-        f"The same data is already listed as “{duplicate.title}” (dataset #{duplicate.pk}"
-        f"{', yours' if own else ''}). An exact duplicate cannot be listed again."
-    )
-
-
-def dataset_key_context(dataset_id: int) -> bytes:
-    """What a dataset's wrapped data key is bound to (the training worker unwraps with it)."""
-    return f"dataset:{dataset_id}".encode()
+            processing.unpin_all(dataset)
 
 
 # --- signing -----------------------------------------------------------------------------------
-
-
-def listing_terms(dataset: Dataset) -> ListingTerms:
-    return ListingTerms(
-        owner=dataset.owner.address,
-        cid=dataset.cid,
-        content_hash=bytes.fromhex(dataset.content_sha256),
-        metadata_hash=bytes.fromhex(dataset.metadata_sha256),
-        license=dataset.license,
-        price_wei=int(dataset.price_wei),
-        parent_id=dataset.parent.listing_id if dataset.parent_id else 0,
-        deadline=int(dataset.sign_deadline or 0),
-    )
 
 
 def dataset_signing_refresh(*, dataset: Dataset) -> Dataset:

@@ -10,16 +10,16 @@ import requests
 from celery import Task, shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
-from web3.exceptions import TimeExhausted
 
 from chain.client import ChainUnavailable
+from chain.sender import TransactionPending
 from datasets import services
 from marketplace.ipfs import IpfsUnavailable
 
 logger = logging.getLogger(__name__)
 
 IPFS_OUTAGES = (IpfsUnavailable,)
-CHAIN_OUTAGES = (ChainUnavailable, requests.exceptions.RequestException, TimeExhausted)
+CHAIN_OUTAGES = (ChainUnavailable, requests.exceptions.RequestException, TransactionPending)
 
 
 class DatasetStep(Task):

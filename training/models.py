@@ -2,6 +2,7 @@ from django.conf import settings
 from django.db import models
 
 from marketplace.fields import WeiField
+from training import catalog
 
 
 class TrainingRun(models.Model):
@@ -13,11 +14,31 @@ class TrainingRun(models.Model):
         RUNNING = "running", "Training"
         SETTLING = "settling", "Paying contributors"
         COMPLETED = "completed", "Completed"
+        REFUNDING = "refunding", "Failed, refunding the payment"
         FAILED = "failed", "Failed"
 
     class Task(models.TextChoices):
-        CLASSIFICATION = "classification"
-        REGRESSION = "regression"
+        CLASSIFICATION = catalog.CLASSIFICATION
+        REGRESSION = catalog.REGRESSION
+
+    class Stage(models.TextChoices):
+        QUEUED = "queued", "Waiting for a worker"
+        FETCHING = "fetching", "Fetching and decrypting the datasets"
+        COMBINING = "combining", "Combining the datasets"
+        TRAINING = "training", "Training the model"
+        VALUING = "valuing", "Measuring each dataset's contribution"
+        PACKAGING = "packaging", "Saving, encrypting and pinning the model"
+        SETTLING = "settling", "Paying the contributors on-chain"
+        REFUNDING = "refunding", "Refunding the payment on-chain"
+        DONE = "done", "Done"
+
+    # Where each stage of a run starts, in percent of the whole run (for the progress bar).
+    STAGE_PROGRESS = {
+        Stage.FETCHING: 5, Stage.COMBINING: 25, Stage.TRAINING: 30, Stage.VALUING: 60,
+        Stage.PACKAGING: 75, Stage.SETTLING: 90,
+    }  # fmt: skip
+    # Moves that end a run go only from these (guarded updates).
+    ACTIVE = (Status.FUNDED, Status.RUNNING, Status.SETTLING, Status.REFUNDING)
 
     buyer = models.ForeignKey(
         settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="training_runs"
@@ -45,7 +66,7 @@ class TrainingRun(models.Model):
     funding_block = models.PositiveBigIntegerField(null=True, blank=True)
 
     # Progress of the run, for the live page.
-    stage = models.CharField(max_length=40, blank=True)
+    stage = models.CharField(max_length=40, blank=True, choices=Stage.choices)
     progress = models.PositiveSmallIntegerField(default=0)
     stages_done = models.JSONField(default=list, blank=True)
 

@@ -1,47 +1,43 @@
-"""Training runs: commission (validate + quote), funding, the run itself, settlement, refund.
-
-State machine (only these functions move it, with guarded updates):
+"""Training runs, the state machine: commission (validate + quote), funding, the run, settlement
+and refund. The run's work (fetch, decrypt, combine, fit, value, package, settle) is in
+`training.pipeline`. Only these functions move a run, each with a guarded update:
 
     awaiting_payment -> funded -> running -> settling -> completed
-                              \\-> failed (the escrow refunded)
+                           \\---------\\----------\\-> refunding -> failed (the escrow refunded)
+
+A settlement mined late is recorded as completed, whatever was recorded meanwhile; the chain's
+JobSettled and JobRefunded events (the indexer's) have the last word.
 """
 
 from __future__ import annotations
 
-import hashlib
 import logging
-import os
 import secrets
-import tempfile
-from dataclasses import dataclass
-from pathlib import Path
 
-import pandas as pd
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 from rest_framework import status
 from web3 import Web3
+from web3.exceptions import ContractCustomError, ContractLogicError
 
+from chain.client import decode_revert
 from chain.events import ChainEvent
-from chain.wrappers import DatasetRegistry, JobTerms, TrainingEscrow
+from chain.wrappers import TrainingEscrow, settle_intent
 from datasets.models import Dataset
+from datasets.storage import raw_cid_for_sha256
 from marketplace.errors import ApplicationError
 from marketplace.models import User
-from training import catalog
+from training import catalog, pipeline
 from training.models import TrainingRun, TrainingRunDataset
-from training.payouts import Payout, payees_and_amounts, payouts_for
+from training.pipeline import MIN_ROWS, RunFailed
 
 logger = logging.getLogger(__name__)
 
+Status, Stage = TrainingRun.Status, TrainingRun.Stage
 MAX_DATASETS = 10
-MIN_ROWS = 30
 NUMERIC = {"integer", "float"}
-DATASET_COLUMN = "__dataset__"
-
-
-class RunFailed(Exception):
-    """A permanent failure of a run: the message is shown to the buyer."""
 
 
 def _refuse(message: str, code: str, http_status: int = status.HTTP_400_BAD_REQUEST):
@@ -251,15 +247,17 @@ def training_run_funding_record(w3: Web3, event: ChainEvent) -> None:
         refund_after=event.args["refundAfter"],
         funding_tx=event.tx_hash,
         funding_block=event.block_number,
-        stage="queued",
+        stage=Stage.QUEUED,
     )
     if not updated:
         return  # seen before
 
     if event.args["datasetIds"] != expected:
         # Someone funded this job id for other datasets: give the money back, train nothing.
-        transaction.on_commit(lambda: training_run_fail_and_refund_async(run.pk,
-            "The payment named other datasets than this run; it was refunded."))  # fmt: skip
+        training_run_fail(
+            run_id=run.pk, reason="The payment named other datasets than this run, so nothing "
+            "was trained.",
+        )  # fmt: skip
         return
     transaction.on_commit(lambda: training_run_enqueue(run.pk))
 
@@ -275,12 +273,6 @@ def training_run_enqueue(run_id: int) -> None:
         soft_time_limit=soft,
         time_limit=soft + 60,
     )
-
-
-def training_run_fail_and_refund_async(run_id: int, reason: str) -> None:
-    from training.tasks import fail_and_refund
-
-    fail_and_refund.delay(run_id, reason)
 
 
 def training_run_funding_hint(*, run: TrainingRun, tx_hash: str) -> TrainingRun:
@@ -303,278 +295,232 @@ def training_run_funding_hint(*, run: TrainingRun, tx_hash: str) -> TrainingRun:
 
 # --- The run -------------------------------------------------------------------------------------
 
-
-STAGES = [
-    ("fetching", "Fetching and decrypting the datasets", 5),
-    ("combining", "Combining the datasets", 25),
-    ("training", "Training the model", 30),
-    ("valuing", "Measuring each dataset's contribution", 60),
-    ("packaging", "Saving, encrypting and pinning the model", 75),
-    ("settling", "Paying the contributors on-chain", 90),
-]
+# (stage, label, where it starts in percent): what the run page lists.
+STAGES = [(stage.value, stage.label, start) for stage, start in TrainingRun.STAGE_PROGRESS.items()]
 
 
-def _stage(run: TrainingRun, name: str, progress: int | None = None) -> None:
-    start = dict((s, p) for s, _, p in STAGES)[name]
-    done = [s for s, _, p in STAGES if p < start]
-    TrainingRun.objects.filter(pk=run.pk).update(
-        stage=name, progress=progress if progress is not None else start, stages_done=done
+def _stage(run_id: int, stage: str, progress: int | None = None) -> None:
+    start = TrainingRun.STAGE_PROGRESS[stage]
+    done = [s.value for s, p in TrainingRun.STAGE_PROGRESS.items() if p < start]
+    TrainingRun.objects.filter(pk=run_id, status__in=[Status.RUNNING, Status.SETTLING]).update(
+        stage=stage, progress=start if progress is None else progress, stages_done=done
     )
 
 
-def _job_terms(run: TrainingRun) -> JobTerms:
-    return JobTerms(
-        job_id=bytes.fromhex(run.job_id), buyer=run.buyer.address,
-        value_wei=int(run.funded_value_wei), fee_wei=int(run.fee_wei),
-        refund_after=int(run.refund_after),
-    )  # fmt: skip
-
-
-def _load_dataset(
-    entry: TrainingRunDataset, registry: DatasetRegistry, workdir: Path
-) -> pd.DataFrame:
-    """Ciphertext from IPFS by CID, its hash checked against the on-chain listing, decrypted
-    here in the worker only."""
-    from training.data import ContentMismatch, dataset_plaintext_path
-
-    listed = registry.listed_event(entry.listing_id)
-    if listed is None:
-        raise RunFailed(f"Listing {entry.listing_id} is not on the chain.")
-    on_chain_hash = listed.args["contentHash"].removeprefix("0x")
-    try:
-        path = dataset_plaintext_path(entry.dataset, workdir, expected_sha256=on_chain_hash)
-    except ContentMismatch as exc:
-        raise RunFailed(str(exc)) from exc
-    if entry.dataset.file_format == "parquet":
-        return pd.read_parquet(path)
-    return pd.read_csv(path)
-
-
-@dataclass
-class _Packaged:
-    model_cid: str
-    model_sha256: str
-    wrapped_key: bytes
-    report: dict
-    report_hash: str
-
-
-def training_run_execute(run_id: int) -> None:
-    """The whole run, resumable: a redelivered task continues from what the row records."""
-    run = TrainingRun.objects.select_related("buyer").get(pk=run_id)
-    if run.status in (TrainingRun.Status.COMPLETED, TrainingRun.Status.FAILED):
+def training_run_execute(*, run_id: int) -> None:
+    """funded -> running -> settling -> completed, resumable: a redelivered task continues from
+    what the row records (the artifacts are recorded once per job, and the escrow settles a job
+    once). Transient outages propagate (the task retries); `RunFailed` is permanent."""
+    run = TrainingRun.objects.select_related("buyer").filter(pk=run_id).first()
+    if run is None or run.status not in (Status.FUNDED, Status.RUNNING, Status.SETTLING):
         return
-    if run.status == TrainingRun.Status.AWAITING_PAYMENT:
-        return
-    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.FUNDED).update(
-        status=TrainingRun.Status.RUNNING, started_at=timezone.now()
+    TrainingRun.objects.filter(pk=run.pk, status=Status.FUNDED).update(
+        status=Status.RUNNING, started_at=timezone.now()
     )
     run.refresh_from_db()
-    if not run.model_cid or not run.report_hash:
-        packaged = _train_and_package(run)
-        TrainingRun.objects.filter(pk=run.pk).update(
+    if run.status == Status.RUNNING and not run.report_hash:
+        packaged = pipeline.train_and_package(
+            run, on_stage=lambda stage, progress: _stage(run.pk, stage, progress)
+        )
+        training_run_artifacts_record(run_id=run.pk, packaged=packaged)
+    TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING).exclude(report_hash="").update(
+        status=Status.SETTLING
+    )
+    run.refresh_from_db()
+    if run.status != Status.SETTLING:
+        return
+    _stage(run.pk, Stage.SETTLING)
+    try:
+        outcome = pipeline.settle(run)
+    except (ContractCustomError, ContractLogicError) as exc:
+        # Refused before sending: the job may have been settled or refunded already.
+        if not _follow_the_chain(run):
+            name, _ = decode_revert(exc)
+            raise RunFailed(f"The escrow refused the settlement ({name}).") from exc
+        return
+    if outcome.succeeded:
+        training_run_settlement_record(
+            run_id=run.pk, tx_hash=outcome.tx_hash, block_number=outcome.block_number
+        )
+        _record_earnings(outcome)
+        return
+    if not _follow_the_chain(run):
+        raise RunFailed(f"The escrow refused the settlement (transaction {outcome.tx_hash}).")
+
+
+@transaction.atomic
+def training_run_artifacts_record(*, run_id: int, packaged: pipeline.Packaged) -> bool:
+    """Record a run's model and report once per job: what a later delivery packaged is unpinned,
+    so the stored artifacts always hash to what the settlement commits to."""
+    moved = (
+        TrainingRun.objects.filter(pk=run_id, status=Status.RUNNING, report_hash="")
+        .update(
             model_cid=packaged.model_cid, model_sha256=packaged.model_sha256,
             wrapped_model_key=packaged.wrapped_key, report=packaged.report,
             report_hash=packaged.report_hash, metrics=packaged.report["metrics"],
             figures=packaged.report["figures"],
-        )  # fmt: skip
-        for entry in packaged.report["datasets"]:
-            TrainingRunDataset.objects.filter(run=run, listing_id=entry["listing_id"]).update(
-                contribution=entry["contribution"], amount_wei=int(entry["amount_wei"])
-            )
-        run.refresh_from_db()
-    _settle(run)
-
-
-def _train_and_package(run: TrainingRun) -> _Packaged:
-    from training import ml, valuation  # scikit-learn: loaded by the workers that train only
-
-    registry = DatasetRegistry.deployed()
-    inputs = list(run.inputs.select_related("dataset").order_by("position"))
-    with tempfile.TemporaryDirectory(dir=settings.DATA_DIR, prefix="run-") as tmp:
-        workdir = Path(tmp)
-        _stage(run, "fetching")
-        frames = []
-        for i, entry in enumerate(inputs):
-            frame = _load_dataset(entry, registry, workdir)
-            frame[DATASET_COLUMN] = entry.listing_id
-            frames.append(frame)
-            _stage(run, "fetching", 5 + int(20 * (i + 1) / len(inputs)))
-
-        _stage(run, "combining")
-        shared = [c for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
-        combined = pd.concat([f[shared] for f in frames], ignore_index=True)
-        combined = combined.dropna(subset=[run.target_column]).reset_index(drop=True)
-        owners = combined.pop(DATASET_COLUMN).to_numpy()
-        if len(combined) < MIN_ROWS:
-            raise RunFailed(
-                f"Only {len(combined)} rows have a target value; at least {MIN_ROWS} are needed."
-            )
-
-        _stage(run, "training")
-        try:
-            result = ml.fit_and_score(
-                combined, target=run.target_column, task=run.task, model=run.model,
-                test_fraction=run.test_fraction, seed=run.seed,
-            )  # fmt: skip
-        except ValueError as exc:
-            raise RunFailed(f"The model could not be trained on this data: {exc}") from exc
-
-        _stage(run, "valuing")
-        preprocess = result.pipeline.named_steps["preprocess"]
-        features = combined.drop(columns=[run.target_column])
-        target = combined[run.target_column].to_numpy()
-        values = valuation.value_datasets(
-            train_x=preprocess.transform(features.iloc[result.train_index]),
-            train_y=target[result.train_index],
-            train_dataset=owners[result.train_index],
-            test_x=preprocess.transform(features.iloc[result.test_index]),
-            test_y=target[result.test_index],
-            task=run.task,
-            seed=run.seed,
         )
-        payouts = payouts_for(
-            distributable_wei=int(run.funded_value_wei) - int(run.fee_wei),
-            datasets=[(e.listing_id, e.owner_address, int(e.price_wei)) for e in inputs],
-            contributions=values.contributions,
-        )
-
-        _stage(run, "packaging")
-        return _package(run, inputs, result, values, payouts, workdir)
-
-
-def _package(run, inputs, result, values, payouts, workdir: Path) -> _Packaged:
-    from datasets.storage import normalize_cid, pin_file, raw_cid_for_sha256
-    from marketplace.crypto import encrypt_stream, new_data_key, wrap_data_key
-    from training import artifacts
-
-    model_bytes = artifacts.model_to_bytes(result.pipeline)
-    by_listing = {p.dataset_id: p for p in payouts}
-    report = {
-        "run": run.pk,
-        "job_id": "0x" + run.job_id,
-        "chain_id": settings.CHAIN_ID,
-        "escrow": TrainingEscrow.deployed().address,
-        "task": run.task,
-        "target": run.target_column,
-        "model": run.model,
-        "test_fraction": run.test_fraction,
-        "metrics": {k: round(v, 6) for k, v in result.metrics.items()},
-        "figures": result.figures,
-        "valuation": {
-            "method": values.method,
-            "k": values.k,
-            "seed": run.seed,
-            "train_rows_used": values.train_rows_used,
-            "test_rows_used": values.test_rows_used,
-            "payout_rule": "half by price, half by positive contribution (training/payouts.py)",
-        },
-        "datasets": [
-            {
-                "listing_id": e.listing_id,
-                "dataset": e.dataset_id,
-                "title": e.dataset.title,
-                "owner": e.owner_address,
-                "content_sha256": e.dataset.content_sha256,
-                "contribution": round(by_listing[e.listing_id].contribution, 8),
-                "amount_wei": str(by_listing[e.listing_id].amount_wei),
-            }
-            for e in inputs
-        ],
-        "value_wei": str(run.funded_value_wei),
-        "fee_wei": str(run.fee_wei),
-        "model_plaintext_sha256": hashlib.sha256(model_bytes).hexdigest(),
-        "code_version": artifacts.code_version(),
-        "libraries": artifacts.library_versions(),
-    }
-    data_key = new_data_key()
-    context = f"model:{run.job_id}".encode()
-    plain, sealed = workdir / "model.skops", workdir / "model.skops.enc"
-    plain.write_bytes(model_bytes)
-    with plain.open("rb") as src, sealed.open("wb") as dst:
-        _, sealed_sha256 = encrypt_stream(src, dst, data_key)
-    os.unlink(plain)
-    model_cid = pin_file(sealed)
-    report["model_cid"] = model_cid
-    report["model_sha256"] = sealed_sha256
-    report["model_card"] = artifacts.model_card(
-        run={
-            "id": run.pk, "task": run.task, "target": run.target_column, "model": run.model,
-            "test_fraction": run.test_fraction, "seed": run.seed, "job_id": report["job_id"],
-            "chain_id": settings.CHAIN_ID,
-        },
-        report=report,
     )  # fmt: skip
-    # The report as one raw block: its CID follows from the hash the settlement records, so
-    # anyone can fetch it knowing only the chain.
-    report_file = workdir / "report.json"
-    report_file.write_bytes(artifacts.canonical_json(report))
-    report_hash = artifacts.report_hash(report)
-    pinned = normalize_cid(pin_file(report_file, raw_single_block=True))
-    if pinned != raw_cid_for_sha256(report_hash[2:]):
-        raise RunFailed("The valuation report is too large to pin as one block.")
-    return _Packaged(
-        model_cid=model_cid,
-        model_sha256=sealed_sha256,
-        wrapped_key=wrap_data_key(data_key, settings.MASTER_KEY, context=context),
-        report=report,
-        report_hash=report_hash,
-    )
-
-
-def _settle(run: TrainingRun) -> None:
-    if run.settlement_tx:
-        TrainingRun.objects.filter(pk=run.pk).exclude(status=TrainingRun.Status.COMPLETED).update(
-            status=TrainingRun.Status.COMPLETED, stage="done", progress=100
+    if not moved:
+        current = TrainingRun.objects.get(pk=run_id)
+        keep = {current.model_cid}
+        if current.report_hash:
+            keep.add(raw_cid_for_sha256(current.report_hash[2:]))
+        transaction.on_commit(lambda: pipeline.discard(packaged, keep=keep))
+        return False
+    for entry in packaged.report["datasets"]:
+        TrainingRunDataset.objects.filter(run_id=run_id, listing_id=entry["listing_id"]).update(
+            contribution=entry["contribution"], amount_wei=int(entry["amount_wei"])
         )
-        return
-    _stage(run, "settling")
-    TrainingRun.objects.filter(pk=run.pk, status=TrainingRun.Status.RUNNING).update(
-        status=TrainingRun.Status.SETTLING
-    )
-    # The amounts are the report's, which the hash on-chain commits to.
-    recorded = [
-        Payout(d["listing_id"], d["owner"], d["contribution"], int(d["amount_wei"]))
-        for d in run.report["datasets"]
-    ]
-    payees, amounts = payees_and_amounts(recorded)
-    escrow = TrainingEscrow.deployed()
-    outcome = escrow.settle(
-        job=_job_terms(run), payees=payees, amounts=amounts,
-        model_cid=run.model_cid, report_hash=bytes.fromhex(run.report_hash[2:]),
+    return True
+
+
+def training_run_settlement_record(*, run_id: int, tx_hash: str, block_number: int) -> bool:
+    """-> completed, from a mined settlement (ours, or one the indexer found). A settlement that
+    was mined late wins over a failure recorded meanwhile: the chain paid the contributors."""
+    moved = (
+        TrainingRun.objects.filter(pk=run_id)
+        .filter(
+            Q(status__in=[Status.RUNNING, Status.SETTLING, Status.REFUNDING])
+            | Q(status=Status.FAILED, refund_tx="")
+        )
+        .exclude(report_hash="")
+        .update(
+            status=Status.COMPLETED, stage=Stage.DONE, progress=100, error="",
+            stages_done=[s.value for s in TrainingRun.STAGE_PROGRESS], settlement_tx=tx_hash,
+            settlement_block=block_number, finished_at=timezone.now(),
+        )
     )  # fmt: skip
-    if not outcome.succeeded:
-        raise RunFailed(f"The escrow refused the settlement (transaction {outcome.tx_hash}).")
+    return bool(moved)
+
+
+def _record_earnings(outcome) -> None:
     from training.earnings import earning_record
 
     timestamps: dict[int, int] = {}
     for event in outcome.events:
         if event.name == "PayeeCredited":  # the contributors see it now, not at the next index
-            earning_record(escrow.w3, event, timestamps)
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=TrainingRun.Status.COMPLETED, stage="done", progress=100,
-        stages_done=[s for s, _, _ in STAGES], settlement_tx=outcome.tx_hash,
-        settlement_block=outcome.block_number, finished_at=timezone.now(),
-    )  # fmt: skip
+            earning_record(TrainingEscrow.deployed().w3, event, timestamps)
 
 
-def training_run_fail_and_refund(run_id: int, reason: str) -> None:
-    """A permanent failure: record the reason and give the buyer their money back."""
-    from chain.wrappers import JobState
+def _follow_the_chain(run: TrainingRun) -> bool:
+    """If the escrow already settled or refunded the job, record that; True when it had."""
+    escrow = TrainingEscrow.deployed()
+    events = escrow.job_events(bytes.fromhex(run.job_id))
+    for event in events:
+        if event.name == "JobSettled":
+            if not training_run_settlement_record(
+                run_id=run.pk, tx_hash=event.tx_hash, block_number=event.block_number
+            ):
+                logger.warning("run %s: settled on-chain in %s", run.pk, event.tx_hash)
+            for credited in events:
+                if credited.name == "PayeeCredited":
+                    from training.earnings import earning_record
 
-    run = TrainingRun.objects.select_related("buyer").get(pk=run_id)
-    if run.status in (TrainingRun.Status.COMPLETED, TrainingRun.Status.AWAITING_PAYMENT):
+                    earning_record(escrow.w3, credited)
+            return True
+        if event.name == "JobRefunded":
+            training_run_refund_record(run_id=run.pk, tx_hash=event.tx_hash)
+            return True
+    return False
+
+
+# --- Failure and refund ---------------------------------------------------------------------------
+
+
+class RefundNotMined(Exception):
+    """The refund transaction reverted while the escrow still holds the payment: try again."""
+
+
+def training_run_fail(*, run_id: int, reason: str) -> bool:
+    """A permanent failure: -> refunding with the reason the buyer reads; the refund task gives
+    the money back (and first follows a settlement that may still be mined)."""
+    moved = TrainingRun.objects.filter(
+        pk=run_id, status__in=[Status.FUNDED, Status.RUNNING, Status.SETTLING]
+    ).update(status=Status.REFUNDING, stage=Stage.REFUNDING, error=reason)
+    if moved:
+        from training.tasks import refund_training_run
+
+        transaction.on_commit(lambda: refund_training_run.delay(run_id))
+    return bool(moved)
+
+
+def training_run_refund(*, run_id: int) -> None:
+    """refunding -> failed once the escrow gave the buyer their money back (or -> completed,
+    when a settlement sent before the failure was mined after all). Transient outages and a
+    pending transaction propagate: the task retries, following the same transactions."""
+    run = TrainingRun.objects.select_related("buyer").filter(pk=run_id).first()
+    if run is None or run.status != Status.REFUNDING:
         return
-    # The reason shows at once; the run is marked failed when the money is back.
-    TrainingRun.objects.filter(pk=run.pk).update(error=reason)
-    refund_tx = run.refund_tx
-    if not refund_tx and run.funded_value_wei is not None:
-        escrow = TrainingEscrow.deployed()
-        if escrow.job_state(bytes.fromhex(run.job_id)) == JobState.FUNDED:
-            refund_tx = escrow.refund(job=_job_terms(run)).tx_hash
-    TrainingRun.objects.filter(pk=run.pk).update(
-        status=TrainingRun.Status.FAILED, refund_tx=refund_tx, finished_at=timezone.now()
+    if _follow_the_chain(run):
+        return
+    if run.report_hash and _settlement_sent(run):
+        # A settlement was sent before the failure: it may still be mined, so follow it first.
+        outcome = pipeline.settle(run)
+        if outcome.succeeded:
+            training_run_settlement_record(
+                run_id=run.pk, tx_hash=outcome.tx_hash, block_number=outcome.block_number
+            )
+            _record_earnings(outcome)
+            return
+    outcome = pipeline.refund(run)
+    if outcome.succeeded:
+        training_run_refund_record(run_id=run.pk, tx_hash=outcome.tx_hash)
+        return
+    if not _follow_the_chain(run):
+        raise RefundNotMined(f"the refund transaction {outcome.tx_hash} was reverted")
+
+
+def _settlement_sent(run: TrainingRun) -> bool:
+    from chain.models import ChainTransaction
+
+    return (
+        ChainTransaction.objects.filter(
+            chain_id=settings.CHAIN_ID, intent=settle_intent(bytes.fromhex(run.job_id))
+        )
+        .exclude(status=ChainTransaction.Status.REVERTED)
+        .exists()
     )
+
+
+def training_run_refund_record(*, run_id: int, tx_hash: str) -> bool:
+    """-> failed, from a mined refund: the reason says what failed and where the money went."""
+    run = TrainingRun.objects.filter(pk=run_id).first()
+    if run is None or run.status in (Status.COMPLETED, Status.FAILED):
+        return False
+    reason = run.error or "The run was stopped."
+    moved = TrainingRun.objects.filter(pk=run_id, status=run.status).update(
+        status=Status.FAILED, stage=Stage.DONE, refund_tx=tx_hash, finished_at=timezone.now(),
+        error=f"{reason} Your payment was refunded to your wallet (transaction {tx_hash}).",
+    )  # fmt: skip
+    return bool(moved)
+
+
+def training_run_settled_event_record(w3: Web3, event: ChainEvent) -> None:
+    """Indexer handler for JobSettled: a settlement the worker did not see mined is recorded."""
+    job_id = event.args["jobId"].removeprefix("0x")
+    run = TrainingRun.objects.filter(job_id=job_id).first()
+    if run is None or run.status == Status.COMPLETED:
+        return
+    if run.report_hash.lower() != str(event.args["reportHash"]).lower():
+        logger.warning("JobSettled for run %s names another report", run.pk)
+        return
+    training_run_settlement_record(
+        run_id=run.pk, tx_hash=event.tx_hash, block_number=event.block_number
+    )
+
+
+def training_run_refunded_event_record(w3: Web3, event: ChainEvent) -> None:
+    """Indexer handler for JobRefunded (ours, or the buyer's own after the refund delay)."""
+    job_id = event.args["jobId"].removeprefix("0x")
+    run = TrainingRun.objects.filter(job_id=job_id).first()
+    if run is None or run.status in (Status.COMPLETED, Status.FAILED):
+        return
+    if not run.error:
+        TrainingRun.objects.filter(pk=run.pk, error="").update(
+            error="The payment was reclaimed from the escrow before the run settled."
+        )
+    training_run_refund_record(run_id=run.pk, tx_hash=event.tx_hash)
 
 
 def report_json(run: TrainingRun) -> bytes:

@@ -2,25 +2,46 @@
 
 import logging
 
+import requests
 from celery import shared_task
 from celery.exceptions import SoftTimeLimitExceeded
 from django.conf import settings
 
 from chain.client import ChainUnavailable
+from chain.sender import TransactionPending, TransactionRejected
 from marketplace.ipfs import IpfsUnavailable
-from training.services import RunFailed, training_run_execute, training_run_fail_and_refund
+from training.models import TrainingRun
+from training.pipeline import RunFailed
+from training.services import (
+    RefundNotMined,
+    training_run_execute,
+    training_run_fail,
+    training_run_refund,
+)
 
 logger = logging.getLogger(__name__)
 
-TRANSIENT = (IpfsUnavailable, ChainUnavailable, ConnectionError, TimeoutError)
+# Outages and a transaction not yet mined: the next attempt follows the same transactions.
+TRANSIENT = (
+    IpfsUnavailable, ChainUnavailable, TransactionPending,
+    requests.exceptions.ConnectionError, requests.exceptions.Timeout, ConnectionError, TimeoutError,
+)  # fmt: skip
+PARTS = {IpfsUnavailable: "The IPFS node", ChainUnavailable: "The chain node"}
+
+
+def _while(run_id: int) -> str:
+    """What the run was doing, in the buyer's words ("while training the model")."""
+    stage = TrainingRun.objects.filter(pk=run_id).values_list("stage", flat=True).first()
+    label = TrainingRun.Stage(stage).label if stage in TrainingRun.Stage.values else ""
+    return f" while {label[0].lower()}{label[1:]}" if label else ""
 
 
 @shared_task(
     bind=True,
     name="training.run",
     ignore_result=True,
-    # Safe to redeliver after a worker dies: every step is keyed on the run's state, and the
-    # escrow settles a job once.
+    # Safe to redeliver after a worker dies: every step is keyed on the run's state, the
+    # artifacts are recorded once per job, and the escrow settles a job once.
     acks_late=True,
     reject_on_worker_lost=True,
     max_retries=8,
@@ -30,35 +51,45 @@ TRANSIENT = (IpfsUnavailable, ChainUnavailable, ConnectionError, TimeoutError)
 )
 def run_training(self, run_id: int) -> None:
     try:
-        training_run_execute(run_id)
+        training_run_execute(run_id=run_id)
     except RunFailed as exc:
-        training_run_fail_and_refund(run_id, str(exc))
+        training_run_fail(run_id=run_id, reason=str(exc))
     except SoftTimeLimitExceeded:
-        fail_and_refund.delay(
-            run_id, "The run did not finish within its time limit; it was refunded."
+        limit = self.request.timelimit[1] if self.request.timelimit else self.soft_time_limit
+        training_run_fail(
+            run_id=run_id,
+            reason=f"The run did not finish within its time limit ({limit} s){_while(run_id)}.",
         )
     except TRANSIENT as exc:
         if self.request.retries >= self.max_retries:
-            fail_and_refund.delay(
-                run_id, f"A node stayed unreachable ({exc}); the run was refunded."
+            part = next((p for cls, p in PARTS.items() if isinstance(exc, cls)), "A node")
+            training_run_fail(
+                run_id=run_id,
+                reason=f"{part} stayed unreachable{_while(run_id)}, so the run was stopped.",
             )
             return
         raise self.retry(exc=exc, countdown=min(2**self.request.retries, 60)) from exc
-    except Exception:
+    except Exception as exc:
         logger.exception("training run %s stopped by an unexpected error", run_id)
-        fail_and_refund.delay(run_id, "An internal error stopped the run; it was refunded.")
+        training_run_fail(
+            run_id=run_id,
+            reason=f"The run stopped on an unexpected error{_while(run_id)} "
+            f"({type(exc).__name__}).",
+        )
 
 
 @shared_task(
-    bind=True,
-    name="training.fail_and_refund",
+    name="training.refund",
     ignore_result=True,
-    autoretry_for=TRANSIENT,
+    # Safe to redeliver: the refund is one transaction per job, followed to its receipt.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=(*TRANSIENT, RefundNotMined, TransactionRejected),
     retry_backoff=2,
     retry_backoff_max=60,
-    max_retries=20,
-    soft_time_limit=120,
-    time_limit=180,
+    max_retries=30,
+    soft_time_limit=300,
+    time_limit=360,
 )
-def fail_and_refund(self, run_id: int, reason: str) -> None:
-    training_run_fail_and_refund(run_id, reason)
+def refund_training_run(run_id: int) -> None:
+    training_run_refund(run_id=run_id)

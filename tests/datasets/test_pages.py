@@ -136,13 +136,14 @@ def test_the_upload_form_creates_a_dataset_and_opens_it(client):
             "title": "Flowers",
             "description": "",
             "license": "CC0-1.0",
-            "price_wei": "1000",
+            "price_eth": "0.000000000000001",
             "tags": "botany",
         },
     )
 
     dataset = Dataset.objects.get(owner=owner)
     assert response.status_code == 302
+    assert dataset.price_wei == 1000
     assert response["Location"] == f"/datasets/{dataset.pk}/"
     assert dataset.status == Dataset.Status.PROCESSING
     from pathlib import Path
@@ -159,12 +160,12 @@ def test_the_upload_form_shows_errors_inline(client):
             "file": csv_upload(measurements_csv(seed=42)),
             "title": "Flowers",
             "license": "CC0-1.0",
-            "price_wei": "0.5",
+            "price_eth": "-0.5",
         },
     )
 
     assert response.status_code == 400
-    assert "The price must be a whole number of wei" in response.content.decode()
+    assert "The amount cannot be negative." in response.content.decode()
     assert not Dataset.objects.exists()
 
 
@@ -175,7 +176,7 @@ def test_the_upload_form_explains_the_size_limit(client):
     response = client.post(
         "/datasets/new/",
         {"file": csv_upload(measurements_csv(seed=43)), "title": "Big", "license": "CC0-1.0",
-         "price_wei": "1"},
+         "price_eth": "0.000000000000000001"},
     )  # fmt: skip
 
     assert response.status_code == 400

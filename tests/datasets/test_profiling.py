@@ -5,7 +5,7 @@ import io
 import pandas as pd
 import pytest
 
-from datasets.profiling import InputRejected, Limits, profile_file
+from datasets.profiling import InputRejected, Limits, check_file, describe_file
 
 LIMITS = Limits(max_columns=1000, max_line_bytes=1024 * 1024)
 
@@ -13,7 +13,7 @@ LIMITS = Limits(max_columns=1000, max_line_bytes=1024 * 1024)
 def profile(tmp_path, content: bytes, name: str = "data.csv"):
     path = tmp_path / name
     path.write_bytes(content)
-    return profile_file(path, limits=LIMITS)
+    return describe_file(check_file(path, limits=LIMITS), limits=LIMITS)
 
 
 def rejected(tmp_path, content: bytes) -> InputRejected:
@@ -40,7 +40,7 @@ def people_csv(rows: int = 60) -> bytes:
 def test_schema_rows_and_statistics(tmp_path):
     result = profile(tmp_path, people_csv())
 
-    assert result.rows == 60 and result.file_format == "csv"
+    assert result.rows == 60 and result.file_format.kind == "csv"
     columns = {c["name"]: c for c in result.columns}
     assert [c["name"] for c in result.columns] == [
         "customer_id", "email", "age", "country", "score", "source",
@@ -112,7 +112,7 @@ def test_parquet_files_are_described_too(tmp_path):
 
     result = profile(tmp_path, buffer.getvalue(), "data.parquet")
 
-    assert result.file_format == "parquet" and result.rows == 100
+    assert result.file_format.kind == "parquet" and result.rows == 100
     assert [c["type"] for c in result.columns] == ["integer", "string"]
 
 

@@ -16,12 +16,12 @@ from web3 import Web3
 from chain.client import get_web3
 from chain.wrappers import DatasetRegistry
 from datasets.models import Dataset
+from datasets.selectors import listing_terms
 from datasets.services import (
     dataset_create,
     dataset_process,
     dataset_register,
     dataset_signature_submit,
-    listing_terms,
 )
 from marketplace.models import User
 from tests.datasets.factories import DEV_KEYS, user_for
@@ -33,9 +33,14 @@ BUYER = "0x15d34AAf54267DB7D7c367839AAf71A00a2C6A65"  # anvil dev account 4 (unl
 def list_frame(
     frame: pd.DataFrame, *, account: int, title: str, price_wei: int, tmp_path
 ) -> Dataset:
-    owner = user_for(account)
     path = tmp_path / f"{title.replace(' ', '-')}.csv"
     frame.to_csv(path, index=False)
+    return list_file(path, account=account, title=title, price_wei=price_wei)
+
+
+def list_file(path, *, account: int, title: str, price_wei: int) -> Dataset:
+    """List a file in-process through the real pipeline, signed by the dev account's key."""
+    owner = user_for(account)
     dataset = dataset_create(
         owner=owner, upload=path, original_filename=path.name, title=title,
         license="CC-BY-4.0", price_wei=price_wei, enqueue=False,

@@ -40,13 +40,13 @@ def test_a_node_outage_leaves_the_run_resumable_and_it_completes_when_back(
 
     with override_settings(**{setting: f"http://127.0.0.1:{free_port()}"}):
         with pytest.raises(error):  # the task retries this with backoff
-            training_run_execute(run.pk)
+            training_run_execute(run_id=run.pk)
 
     run.refresh_from_db()
     assert run.status in ("funded", "running")
     assert not run.refund_tx and not run.error
 
-    training_run_execute(run.pk)  # the node is back
+    training_run_execute(run_id=run.pk)  # the node is back
 
     run.refresh_from_db()
     assert run.status == "completed"

@@ -1,0 +1,327 @@
+"""The listing pipeline's work on an upload, apart from the state machine in `services`: check
+the bytes, seal them (encrypt, pin, read back) while the rows are described, compare with other
+listings, and pin the public metadata. Runs in the worker; moves no status."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor, wait
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from django.conf import settings
+from django.db.models import Q
+
+from datasets.models import Dataset, MinHashBand
+from datasets.storage import IpfsError, cat_sha256, pin_file, raw_cid_for_sha256, unpin
+from marketplace.crypto import CHUNK_SIZE, encrypt_stream, new_data_key, wrap_data_key
+from marketplace.did import did_for
+from marketplace.ipfs import IpfsUnavailable
+
+if TYPE_CHECKING:  # the parsing libraries load in the workers only (see listing_prepare)
+    from datasets import profiling
+
+Stage = Dataset.Stage
+METADATA_MAX_BYTES = 1024 * 1024  # one IPFS block: its CID is then its sha-256
+OnStage = Callable[[str, float], None]  # (stage, fraction of it done)
+
+
+# --- the files beside an upload and what they pinned -----------------------------------------
+
+
+def work_files(dataset: Dataset) -> list[Path]:
+    """The upload and what processing writes beside it (ciphertext, metadata, pin marker)."""
+    if not dataset.upload_path:
+        return []
+    path = Path(dataset.upload_path)
+    suffixes = (".enc", ".meta.json", ".cid")
+    return [path] + [path.with_name(path.name + suffix) for suffix in suffixes]
+
+
+def delete_work_files(dataset: Dataset) -> None:
+    for path in work_files(dataset):
+        path.unlink(missing_ok=True)
+
+
+def pin_marker(dataset: Dataset) -> Path | None:
+    """Where the sealing thread notes the ciphertext's CID the moment it is pinned, before the
+    dataset row records it: a retry or a failure unpins it even if the process died between."""
+    if not dataset.upload_path:
+        return None
+    path = Path(dataset.upload_path)
+    return path.with_name(path.name + ".cid")
+
+
+def unpin_all(dataset: Dataset) -> None:
+    marker = pin_marker(dataset)
+    pending = marker.read_text().strip() if marker and marker.exists() else ""
+    for cid in {dataset.cid, dataset.metadata_cid, pending} - {""}:
+        unpin(cid)
+    if marker:
+        marker.unlink(missing_ok=True)
+
+
+# --- comparing with other listings --------------------------------------------------------
+
+
+def exact_duplicate(dataset: Dataset, file_sha256: str, rows_sha256: str = "") -> Dataset | None:
+    """An active listing with the same bytes, or the same distinct rows in another order."""
+    same = Q(file_sha256=file_sha256)
+    if rows_sha256:
+        same |= Q(rows_sha256=rows_sha256)
+    return Dataset.objects.filter(same, status__in=Dataset.ACTIVE).exclude(pk=dataset.pk).first()
+
+
+def _near_duplicates(dataset: Dataset, profile: profiling.Profile) -> list[dict]:
+    from datasets import profiling
+
+    keys = profiling.minhash_band_keys(profile.minhash)
+    shares_a_band = Q()
+    for band, key in enumerate(keys):
+        shares_a_band |= Q(band=band, key=key)
+    candidate_ids = (
+        MinHashBand.objects.filter(shares_a_band)
+        .exclude(dataset_id=dataset.pk)
+        .values_list("dataset_id", flat=True)
+        .distinct()
+    )
+    candidates = (
+        Dataset.objects.filter(pk__in=list(candidate_ids[:500]), status__in=Dataset.ACTIVE)
+        .exclude(pk=dataset.parent_id or 0)
+        .only("pk", "title", "minhash")
+    )
+    mine = profiling.minhash_from_bytes(profile.minhash)
+    found = []
+    for other in candidates:
+        similarity = mine.jaccard(profiling.minhash_from_bytes(bytes(other.minhash)))
+        if similarity >= settings.DATASET_NEAR_DUPLICATE_THRESHOLD:
+            found.append(
+                {
+                    "code": "near_duplicate",
+                    "message": f"About {similarity:.0%} of the distinct rows are shared with "
+                    f"“{other.title}” (dataset #{other.pk}).",
+                    "similar_dataset": other.pk,
+                    "similarity": round(similarity, 2),
+                }
+            )
+    found.sort(key=lambda w: -w["similarity"])
+    return found[:5]
+
+
+def _withhold_values(columns: list[dict], warnings: list[dict]) -> list[dict]:
+    """No sample values of columns that may identify people appear in the public statistics."""
+    sensitive = {
+        w["column"] for w in warnings if w["code"] in {"personal_data", "identifier_column"}
+    }
+    for column in columns:
+        if column["name"] in sensitive:
+            for key in ("top_values", "min", "max", "histogram"):
+                column.pop(key, None)
+            column["values_withheld"] = True
+    return columns
+
+
+def _metadata_document(dataset: Dataset, profile: profiling.Profile, columns, warnings) -> bytes:
+    """The public description of a listing, pinned to IPFS; its sha-256 goes on-chain."""
+    document = {
+        "type": "data-marketplace/dataset-metadata/v1",
+        "title": dataset.title,
+        "description": dataset.description,
+        "license": dataset.license,
+        "tags": dataset.tags,
+        "owner": did_for(dataset.owner.address, settings.CHAIN_ID),
+        "price_wei": str(dataset.price_wei),
+        "parent_listing_id": dataset.parent.listing_id if dataset.parent_id else None,
+        "content": {
+            "cid": dataset.cid,
+            "sha256": dataset.content_sha256,
+            "format": profile.file_format.kind,
+            "reading": profile.file_format.as_dict(),
+            "encryption": {"scheme": "AES-256-GCM, chunked", "chunk_size": CHUNK_SIZE},
+        },
+        "rows": profile.rows,
+        "columns": columns,
+        "quality_warnings": warnings,
+        "created": dataset.created.isoformat(),
+    }
+    raw = json.dumps(document, sort_keys=True, ensure_ascii=False).encode()
+    if len(raw) > METADATA_MAX_BYTES:  # very wide tables: the schema without statistics
+        document["columns"] = [{"name": c["name"], "type": c["type"]} for c in columns]
+        raw = json.dumps(document, sort_keys=True, ensure_ascii=False).encode()
+    return raw
+
+
+class _Sealing:
+    """Encrypt the upload, pin the ciphertext and read it back, in a thread of its own: the
+    encryption runs while the caller checks the bytes, the pinning (once the caller approves:
+    bad input is never sent to the node) while it describes the rows, so the IPFS node works on
+    the ciphertext while this process works on the plaintext. The thread touches no database
+    (it would hold a connection of its own); it notes the CID in the pin marker the moment the
+    node has pinned it."""
+
+    def __init__(self, dataset: Dataset, data_key: bytes):
+        self.stage = Stage.ENCRYPTING
+        self._path = Path(dataset.upload_path)
+        self._marker = pin_marker(dataset)
+        self._decided = threading.Event()
+        self._approved = False
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seal-{dataset.pk}")
+        self._future = executor.submit(self._run, data_key)
+        executor.shutdown(wait=False)
+
+    def _run(self, data_key: bytes) -> tuple[str, int, str] | None:
+        encrypted = self._path.with_name(self._path.name + ".enc")
+        with self._path.open("rb") as source, encrypted.open("wb") as target:
+            size, sha256 = encrypt_stream(source, target, data_key)
+        self._decided.wait()
+        if not self._approved:
+            return None
+        self.stage = Stage.PINNING
+        cid = pin_file(encrypted)
+        self._marker.write_text(cid)
+        self.stage = Stage.VERIFYING
+        read_sha256, read_size = cat_sha256(cid)
+        if (read_sha256, read_size) != (sha256, size):
+            raise IpfsUnavailable(
+                f"the IPFS node returned other bytes for {cid} than were pinned "
+                f"({read_size} bytes, sha-256 {read_sha256[:12]}…)"
+            )
+        return cid, size, sha256
+
+    def approve(self) -> None:
+        """The bytes passed the check: pin them."""
+        self._approved = True
+        self._decided.set()
+
+    def result(self, on_wait: Callable[[str], None]) -> tuple[str, int, str]:
+        """(CID, ciphertext bytes, ciphertext sha-256); `on_wait(stage)` twice a second until
+        then. Raises what the thread raised."""
+        while True:
+            try:
+                return self._future.result(timeout=0.5)
+            except FutureTimeout:
+                on_wait(self.stage)
+
+    def settle(self) -> None:
+        """Give up on this attempt: nothing more is pinned; wait for the thread, whatever its
+        outcome (what it pinned already, the pin marker names, for the caller to unpin)."""
+        self._decided.set()
+        wait([self._future])
+
+
+def duplicate_reason(dataset: Dataset, duplicate: Dataset) -> str:
+    own = duplicate.owner_id == dataset.owner_id
+    return (
+        f"The same data is already listed as “{duplicate.title}” (dataset #{duplicate.pk}"
+        f"{', yours' if own else ''}). An exact duplicate cannot be listed again."
+    )
+
+
+def _throttled(on_stage: OnStage, stage: str) -> Callable[[float], None]:
+    """A progress callback that writes the dataset row at most twice a second."""
+    last = 0.0
+
+    def report(fraction: float) -> None:
+        nonlocal last
+        now = time.monotonic()
+        if now - last >= 0.5:
+            last = now
+            on_stage(stage, fraction)
+
+    return report
+
+
+# --- the whole preparation ---------------------------------------------------------------------
+
+
+@dataclass
+class Prepared:
+    """What a listing holds once its upload is checked, described, sealed and its metadata
+    pinned: the state machine records it and waits for the owner's signature."""
+
+    profile: profiling.Profile
+    columns: list[dict]
+    warnings: list[dict]
+    cid: str
+    encrypted_size: int
+    content_sha256: str
+    metadata_cid: str
+    metadata_sha256: str
+    wrapped_data_key: bytes
+
+
+def listing_prepare(dataset: Dataset, *, on_stage: OnStage) -> Prepared:
+    """Check the bytes while a second thread encrypts them, then describe the rows while that
+    thread pins the ciphertext and reads it back; then pin the metadata. Bad input and exact
+    duplicates raise `InputRejected`; each pin is recorded on the row (or in the pin marker)
+    the moment it exists, so whoever gives up unpins it."""
+    from datasets import profiling
+    from datasets.reader import InputRejected
+
+    path = Path(dataset.upload_path)
+    limits = profiling.Limits(
+        max_columns=settings.DATASET_MAX_COLUMNS, max_line_bytes=settings.DATASET_MAX_LINE_BYTES
+    )
+    on_stage(Stage.CHECKING, 0.0)
+    checking = _throttled(on_stage, Stage.CHECKING)
+    data_key = new_data_key()
+    sealing = _Sealing(dataset, data_key)
+    try:
+        # The cheap pass first: bad bytes are refused before anything is sent to the node.
+        checked = profiling.check_file(path, limits=limits, on_progress=lambda f: checking(0.1 * f))
+        duplicate = exact_duplicate(dataset, checked.sha256)
+        if duplicate is None:
+            sealing.approve()
+            profile = profiling.describe_file(
+                checked, limits=limits, on_progress=lambda f: checking(0.1 + 0.9 * f)
+            )
+            on_stage(Stage.COMPARING, 0.0)
+            duplicate = exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
+        if duplicate is not None:
+            raise InputRejected(duplicate_reason(dataset, duplicate), "duplicate")
+    except BaseException:
+        sealing.settle()  # the caller, a retry or the failure handler unpins what it pinned
+        raise
+    warnings = _near_duplicates(dataset, profile) + profile.warnings
+    columns = _withhold_values(profile.columns, warnings)
+
+    on_stage(sealing.stage, 0.0)
+    cid, encrypted_size, content_sha256 = sealing.result(on_wait=lambda s: on_stage(s, 0.0))
+    Dataset.objects.filter(pk=dataset.pk).update(cid=cid)
+    dataset.cid, dataset.content_sha256 = cid, content_sha256
+
+    metadata = _metadata_document(dataset, profile, columns, warnings)
+    metadata_path = path.with_name(path.name + ".meta.json")
+    metadata_path.write_bytes(metadata)
+    metadata_sha256 = hashlib.sha256(metadata).hexdigest()
+    metadata_cid = pin_file(metadata_path, raw_single_block=True)
+    Dataset.objects.filter(pk=dataset.pk).update(metadata_cid=metadata_cid)
+    dataset.metadata_cid = metadata_cid
+    if metadata_cid != raw_cid_for_sha256(metadata_sha256):
+        raise IpfsError(f"the metadata was stored as {metadata_cid}, not as one raw block")
+    return Prepared(
+        profile=profile,
+        columns=columns,
+        warnings=warnings,
+        cid=cid,
+        encrypted_size=encrypted_size,
+        content_sha256=content_sha256,
+        metadata_cid=metadata_cid,
+        metadata_sha256=metadata_sha256,
+        wrapped_data_key=wrap_data_key(data_key, settings.MASTER_KEY, context=dataset.key_context),
+    )
+
+
+def minhash_bands(dataset_id: int, profile: profiling.Profile) -> list[MinHashBand]:
+    from datasets import profiling
+
+    return [
+        MinHashBand(dataset_id=dataset_id, band=band, key=key)
+        for band, key in enumerate(profiling.minhash_band_keys(profile.minhash))
+    ]

@@ -1,0 +1,248 @@
+"""The work of a training run, apart from its state machine in `training.services`: fetch and
+decrypt the datasets (through the datasets app's reader, so the rows are the listing's), combine
+them, fit and score the model, value each dataset, package the model and the report (encrypted,
+pinned), and settle on the escrow. Runs in the training worker; moves no status."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from django.conf import settings
+
+from chain.wrappers import DatasetRegistry, JobTerms, Outcome, TrainingEscrow
+from training.models import TrainingRun, TrainingRunDataset
+from training.payouts import Payout, payees_and_amounts, payouts_for
+
+MIN_ROWS = 30
+DATASET_COLUMN = "__dataset__"
+Stage = TrainingRun.Stage
+OnStage = Callable[[str, int | None], None]  # (stage, progress percent or None for its start)
+
+
+class RunFailed(Exception):
+    """A permanent failure of a run: the message is shown to the buyer."""
+
+
+@dataclass
+class Packaged:
+    """A run's artifacts: recorded once per job, they are what the settlement commits to."""
+
+    model_cid: str
+    model_sha256: str
+    wrapped_key: bytes
+    report: dict
+    report_hash: str
+
+
+def job_terms(run: TrainingRun) -> JobTerms:
+    return JobTerms(
+        job_id=bytes.fromhex(run.job_id), buyer=run.buyer.address,
+        value_wei=int(run.funded_value_wei), fee_wei=int(run.fee_wei),
+        refund_after=int(run.refund_after),
+    )  # fmt: skip
+
+
+def model_key_context(job_id: str) -> bytes:
+    return f"model:{job_id}".encode()
+
+
+# --- fetch, decrypt, combine ---------------------------------------------------------------------
+
+
+def _load_dataset(entry: TrainingRunDataset, registry: DatasetRegistry, workdir: Path):
+    """The dataset's rows as a DataFrame: ciphertext from IPFS by CID, its hash checked against
+    the on-chain listing, decrypted here in the worker only and read as the listing read it."""
+    from datasets.selectors import ContentMismatch, dataset_rows
+
+    listed = registry.listed_event(entry.listing_id)
+    if listed is None:
+        raise RunFailed(f"Listing {entry.listing_id} is not on the chain.")
+    on_chain_hash = listed.args["contentHash"].removeprefix("0x")
+    try:
+        table = dataset_rows(dataset=entry.dataset, workdir=workdir, expected_sha256=on_chain_hash)
+    except ContentMismatch as exc:
+        raise RunFailed(str(exc)) from exc
+    return table.to_pandas()
+
+
+def _combine(run: TrainingRun, frames: list):
+    import pandas as pd
+
+    shared = [c for c in frames[0].columns if all(c in f.columns for f in frames[1:])]
+    combined = pd.concat([f[shared] for f in frames], ignore_index=True)
+    combined = combined.dropna(subset=[run.target_column]).reset_index(drop=True)
+    owners = combined.pop(DATASET_COLUMN).to_numpy()
+    if len(combined) < MIN_ROWS:
+        raise RunFailed(
+            f"Only {len(combined)} rows have a target value; at least {MIN_ROWS} are needed."
+        )
+    return combined, owners
+
+
+# --- fit, value, package -------------------------------------------------------------------------
+
+
+def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
+    """Everything up to the settlement; the decrypted rows live in a private folder that is
+    removed when this returns or raises."""
+    from training import ml, valuation  # scikit-learn: loaded by the workers that train only
+
+    registry = DatasetRegistry.deployed()
+    inputs = list(run.inputs.select_related("dataset").order_by("position"))
+    with tempfile.TemporaryDirectory(dir=settings.DATA_DIR, prefix="run-") as tmp:
+        workdir = Path(tmp)
+        on_stage(Stage.FETCHING, None)
+        frames = []
+        for i, entry in enumerate(inputs):
+            frame = _load_dataset(entry, registry, workdir)
+            frame[DATASET_COLUMN] = entry.listing_id
+            frames.append(frame)
+            on_stage(Stage.FETCHING, 5 + int(20 * (i + 1) / len(inputs)))
+
+        on_stage(Stage.COMBINING, None)
+        combined, owners = _combine(run, frames)
+
+        on_stage(Stage.TRAINING, None)
+        try:
+            result = ml.fit_and_score(
+                combined, target=run.target_column, task=run.task, model=run.model,
+                test_fraction=run.test_fraction, seed=run.seed,
+            )  # fmt: skip
+        except ValueError as exc:
+            raise RunFailed(f"The model could not be trained on this data: {exc}") from exc
+
+        on_stage(Stage.VALUING, None)
+        preprocess = result.pipeline.named_steps["preprocess"]
+        features = combined.drop(columns=[run.target_column])
+        target = combined[run.target_column].to_numpy()
+        values = valuation.value_datasets(
+            train_x=preprocess.transform(features.iloc[result.train_index]),
+            train_y=target[result.train_index],
+            train_dataset=owners[result.train_index],
+            test_x=preprocess.transform(features.iloc[result.test_index]),
+            test_y=target[result.test_index],
+            task=run.task,
+            seed=run.seed,
+        )
+        payouts = payouts_for(
+            distributable_wei=int(run.funded_value_wei) - int(run.fee_wei),
+            datasets=[(e.listing_id, e.owner_address, int(e.price_wei)) for e in inputs],
+            contributions=values.contributions,
+        )
+
+        on_stage(Stage.PACKAGING, None)
+        return _package(run, inputs, result, values, payouts, workdir)
+
+
+def _package(run, inputs, result, values, payouts, workdir: Path) -> Packaged:
+    from datasets.storage import normalize_cid, pin_file, raw_cid_for_sha256
+    from marketplace.crypto import encrypt_stream, new_data_key, wrap_data_key
+    from training import artifacts
+
+    model_bytes = artifacts.model_to_bytes(result.pipeline)
+    by_listing = {p.dataset_id: p for p in payouts}
+    report = {
+        "run": run.pk,
+        "job_id": "0x" + run.job_id,
+        "chain_id": settings.CHAIN_ID,
+        "escrow": TrainingEscrow.deployed().address,
+        "task": run.task,
+        "target": run.target_column,
+        "model": run.model,
+        "test_fraction": run.test_fraction,
+        "metrics": {k: round(v, 6) for k, v in result.metrics.items()},
+        "figures": result.figures,
+        "valuation": {
+            "method": values.method,
+            "k": values.k,
+            "seed": run.seed,
+            "train_rows_used": values.train_rows_used,
+            "test_rows_used": values.test_rows_used,
+            "payout_rule": "half by price, half by positive contribution (training/payouts.py)",
+        },
+        "datasets": [
+            {
+                "listing_id": e.listing_id,
+                "dataset": e.dataset_id,
+                "title": e.dataset.title,
+                "owner": e.owner_address,
+                "content_sha256": e.dataset.content_sha256,
+                "contribution": round(by_listing[e.listing_id].contribution, 8),
+                "amount_wei": str(by_listing[e.listing_id].amount_wei),
+            }
+            for e in inputs
+        ],
+        "value_wei": str(run.funded_value_wei),
+        "fee_wei": str(run.fee_wei),
+        "model_plaintext_sha256": hashlib.sha256(model_bytes).hexdigest(),
+        "code_version": artifacts.code_version(),
+        "libraries": artifacts.library_versions(),
+    }
+    data_key = new_data_key()
+    plain, sealed = workdir / "model.skops", workdir / "model.skops.enc"
+    plain.write_bytes(model_bytes)
+    with plain.open("rb") as src, sealed.open("wb") as dst:
+        _, sealed_sha256 = encrypt_stream(src, dst, data_key)
+    os.unlink(plain)
+    model_cid = pin_file(sealed)
+    report["model_cid"] = model_cid
+    report["model_sha256"] = sealed_sha256
+    report["model_card"] = artifacts.model_card(
+        run={
+            "id": run.pk, "task": run.task, "target": run.target_column, "model": run.model,
+            "test_fraction": run.test_fraction, "seed": run.seed, "job_id": report["job_id"],
+            "chain_id": settings.CHAIN_ID,
+        },
+        report=report,
+    )  # fmt: skip
+    # The report as one raw block: its CID follows from the hash the settlement records, so
+    # anyone can fetch it knowing only the chain.
+    report_file = workdir / "report.json"
+    report_file.write_bytes(artifacts.canonical_json(report))
+    report_hash = artifacts.report_hash(report)
+    pinned = normalize_cid(pin_file(report_file, raw_single_block=True))
+    if pinned != raw_cid_for_sha256(report_hash[2:]):
+        raise RunFailed("The valuation report is too large to pin as one block.")
+    return Packaged(
+        model_cid=model_cid,
+        model_sha256=sealed_sha256,
+        wrapped_key=wrap_data_key(
+            data_key, settings.MASTER_KEY, context=model_key_context(run.job_id)
+        ),
+        report=report,
+        report_hash=report_hash,
+    )
+
+
+def discard(packaged: Packaged, *, keep: set[str]) -> None:
+    """Unpin a package that lost the race to be recorded (another delivery recorded first)."""
+    from datasets.storage import raw_cid_for_sha256, unpin
+
+    for cid in {packaged.model_cid, raw_cid_for_sha256(packaged.report_hash[2:])} - keep:
+        unpin(cid)
+
+
+# --- settle and refund on the escrow -----------------------------------------------------------
+
+
+def settle(run: TrainingRun) -> Outcome:
+    """Send the settlement the recorded report commits to (once per job: a retry follows the
+    same transaction)."""
+    recorded = [
+        Payout(d["listing_id"], d["owner"], d["contribution"], int(d["amount_wei"]))
+        for d in run.report["datasets"]
+    ]
+    payees, amounts = payees_and_amounts(recorded)
+    return TrainingEscrow.deployed().settle(
+        job=job_terms(run), payees=payees, amounts=amounts,
+        model_cid=run.model_cid, report_hash=bytes.fromhex(run.report_hash[2:]),
+    )  # fmt: skip
+
+
+def refund(run: TrainingRun) -> Outcome:
+    return TrainingEscrow.deployed().refund(job=job_terms(run))
