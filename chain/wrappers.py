@@ -100,7 +100,9 @@ class _Wrapper:
 
     def _send(self, intent: str, function: str, *args) -> Outcome:
         data = self.contract.encode_abi(function, args=list(args))
-        sent: SentTransaction = self.sender.send(intent=intent, to=self.address, data=data)
+        sent: SentTransaction = self.sender.send(
+            intent=intent, to=self.address, data=data, wait_seconds=settings.CHAIN_TX_WAIT_SECONDS
+        )
         return Outcome(
             tx_hash=sent.record.tx_hash,
             block_number=sent.receipt["blockNumber"],

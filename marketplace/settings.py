@@ -190,6 +190,8 @@ CHAIN_INDEX_INTERVAL_SECONDS = env_int("CHAIN_INDEX_INTERVAL_SECONDS", 3, minimu
 CHAIN_INDEX_MAX_BLOCKS = 2000
 # Seconds an operator transaction may stay pending before it is replaced with higher fees.
 CHAIN_TX_REPLACE_AFTER_SECONDS = env_int("CHAIN_TX_REPLACE_AFTER_SECONDS", 30, minimum=1)
+# Seconds a step waits for its transaction to be mined before it retries (following the same one).
+CHAIN_TX_WAIT_SECONDS = env_int("CHAIN_TX_WAIT_SECONDS", 120, minimum=1)
 # Sign-In with Ethereum: how long a nonce (and a signed message) stays valid.
 SIWE_NONCE_TTL_SECONDS = 600
 

@@ -131,3 +131,19 @@ def wait_for_run(run_id: int, *statuses: str, timeout: float = 120) -> TrainingR
     raise AssertionError(
         f"run {run_id} is still {run.status} ({run.stage}, {run.progress} %): {run.error}"
     )
+
+
+def commission_and_pay(buyer_api, datasets, **overrides) -> TrainingRun:
+    """Commission a run and pay it; the funding is recorded in this process (no worker)."""
+    from training.services import training_run_funding_hint
+
+    body = buyer_api.post(
+        "/api/training-runs",
+        {"dataset_ids": [d.pk for d in datasets], "target_column": "target",
+         "model": "random_forest", "seed": 2, **overrides},
+        format="json",
+    ).json()  # fmt: skip
+    run = TrainingRun.objects.get(pk=body["id"])
+    training_run_funding_hint(run=run, tx_hash=wallet_pay(body["escrow"]))
+    run.refresh_from_db()
+    return run

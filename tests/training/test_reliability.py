@@ -9,22 +9,9 @@ from chain.client import ChainUnavailable
 from chain.wrappers import JobState, TrainingEscrow
 from marketplace.devstack import free_port
 from marketplace.ipfs import IpfsUnavailable
-from tests.training.conftest import BUYER, list_frame, wait_for_run, wallet_pay
+from tests.training.conftest import BUYER, commission_and_pay, list_frame, wait_for_run
 from training.models import TrainingRun
-from training.services import training_run_execute, training_run_funding_hint
-
-
-def commission_and_pay(buyer_api, datasets, **overrides) -> TrainingRun:
-    body = buyer_api.post(
-        "/api/training-runs",
-        {"dataset_ids": [d.pk for d in datasets], "target_column": "target",
-         "model": "random_forest", "seed": 2, **overrides},
-        format="json",
-    ).json()  # fmt: skip
-    run = TrainingRun.objects.get(pk=body["id"])
-    training_run_funding_hint(run=run, tx_hash=wallet_pay(body["escrow"]))
-    run.refresh_from_db()
-    return run
+from training.services import training_run_execute
 
 
 @pytest.mark.django_db
