@@ -177,3 +177,32 @@ def test_a_file_with_more_rows_than_are_counted_exactly_keeps_every_row_in_its_m
     assert exact.unique_rows == 400_000
     assert abs(streamed.unique_rows - 400_000) < 400_000 * 0.03  # estimated
     assert streamed.rows_sha256 == ""  # no exact digest without every row hash
+
+
+def test_a_sketched_count_of_repeated_rows_warns_only_beyond_its_error(tmp_path, monkeypatch):
+    from datasets import profiling
+
+    monkeypatch.setattr(profiling, "ROW_HASH_LIMIT", 50_000)  # counted by the sketch beyond this
+    distinct = ["id,value"] + [f"{i},{i * 7 % 1000}" for i in range(300_000)]
+    result = profile(tmp_path, ("\n".join(distinct) + "\n").encode())
+
+    assert result.rows == 300_000
+    assert "duplicate_rows" not in warnings_by_code(result)  # no row repeats: nothing to say
+    column = {c["name"]: c for c in result.columns}["id"]
+    assert column["distinct_exact"] is False and column["distinct_error_bound"] > 0
+    assert abs(column["distinct"] - 300_000) <= column["distinct_error_bound"]
+
+    repeated = distinct + distinct[1:60_001]  # 60,000 rows repeated
+    result = profile(tmp_path, ("\n".join(repeated) + "\n").encode())
+    (warning,) = warnings_by_code(result)["duplicate_rows"]
+    assert warning["estimate"] is True
+    assert abs(warning["count"] - 60_000) <= warning["error_bound"] < 60_000
+    assert warning["message"].startswith("About ") and "an estimate" in warning["message"]
+
+
+def test_an_exact_count_of_repeated_rows_is_stated_without_hedging(tmp_path):
+    result = profile(tmp_path, b"a,b\n1,2\n1,2\n3,4\n")
+
+    (warning,) = warnings_by_code(result)["duplicate_rows"]
+    assert warning["count"] == 1 and "estimate" not in warning
+    assert warning["message"] == "1 row(s) (33.3%) repeat an earlier row exactly."
