@@ -36,7 +36,7 @@ from datasets.models import LICENSES, MAX_PRICE_WEI, Dataset, MinHashBand
 from datasets.selectors import description_excerpt, listing_terms
 from datasets.storage import IpfsError
 from datasets.uploads import UploadOnDisk, upload_dir
-from marketplace.errors import ApplicationError
+from marketplace.errors import refuse
 from marketplace.ipfs import IpfsUnavailable
 from marketplace.models import User
 
@@ -59,9 +59,6 @@ REVERT_MESSAGES = {
 RESIGN_ERRORS = {"InvalidSignature", "SignatureExpired"}
 
 
-def _refuse(message: str, code: str, status_code: int = http.HTTP_400_BAD_REQUEST):
-    return ApplicationError(message, {"code": code}, status_code=status_code)
-
 
 # --- create ------------------------------------------------------------------------------------
 
@@ -71,15 +68,15 @@ def parse_price_wei(value) -> int:
     text = str(value).strip() if value is not None else ""
     if isinstance(value, bool) or not re.fullmatch(r"\d+", text):
         if re.fullmatch(r"-\s*\d+(\.\d+)?", text):
-            raise _refuse("The price cannot be negative.", "bad_price")
-        raise _refuse(
+            raise refuse("The price cannot be negative.", "bad_price")
+        raise refuse(
             f"The price must be a whole number of wei (e.g. 10000000000000000 for 0.01 ETH), "
             f"not {text[:40]!r}.",
             "bad_price",
         )
     price = int(text)
     if price > MAX_PRICE_WEI:
-        raise _refuse("The price is above what the registry can hold (2^88 - 1 wei).", "bad_price")
+        raise refuse("The price is above what the registry can hold (2^88 - 1 wei).", "bad_price")
     return price
 
 
@@ -93,14 +90,14 @@ def parse_tags(value) -> list[str]:
         if not tag:
             continue
         if not TAG_PATTERN.match(tag):
-            raise _refuse(
+            raise refuse(
                 f"The tag {tag[:40]!r} is not valid: up to 32 letters, digits, spaces or . _ + -",
                 "bad_tag",
             )
         if tag not in tags:
             tags.append(tag)
     if len(tags) > MAX_TAGS:
-        raise _refuse(f"At most {MAX_TAGS} tags.", "bad_tag")
+        raise refuse(f"At most {MAX_TAGS} tags.", "bad_tag")
     return tags
 
 
@@ -126,7 +123,7 @@ def dataset_create(
     """A new listing in `processing`, its file kept for the worker, which is then asked to
     describe, encrypt and pin it. `upload` is an upload of this request or a file of ours."""
     if not owner.address:
-        raise _refuse(
+        raise refuse(
             "Sign in with your wallet to list datasets: listings belong to an address.",
             "no_address",
             http.HTTP_403_FORBIDDEN,
@@ -137,7 +134,7 @@ def dataset_create(
         hint = (
             " Export spreadsheets as CSV first." if extension in {".xlsx", ".xls", ".ods"} else ""
         )
-        raise _refuse(
+        raise refuse(
             f"Upload a CSV or Parquet file (.csv or .parquet), not "
             f"{extension or 'a file without an extension'}.{hint}",
             "bad_file_type",
@@ -145,10 +142,10 @@ def dataset_create(
     source = Path(upload.temporary_file_path()) if isinstance(upload, UploadOnDisk) else upload
     size = source.stat().st_size
     if size == 0:
-        raise _refuse("The file is empty.", "empty_file")
+        raise refuse("The file is empty.", "empty_file")
     valid_licenses = [code for code, _ in LICENSES]
     if license not in valid_licenses:
-        raise _refuse(
+        raise refuse(
             f"Unknown license {str(license)[:40]!r}: choose one of {', '.join(valid_licenses)}.",
             "bad_license",
         )
@@ -156,21 +153,21 @@ def dataset_create(
     tag_list = parse_tags(tags)
     title = " ".join((title or "").split())
     if not title:
-        raise _refuse("Give the dataset a title.", "no_title")
+        raise refuse("Give the dataset a title.", "no_title")
     parent = None
     if parent_id not in (None, ""):
         parent = Dataset.objects.filter(pk=parent_id).first()
         if parent is None:
-            raise _refuse(f"There is no dataset #{parent_id} to be the parent.", "bad_parent")
+            raise refuse(f"There is no dataset #{parent_id} to be the parent.", "bad_parent")
         if parent.owner_id != owner.pk:
-            raise _refuse(
+            raise refuse(
                 f"Dataset #{parent.pk} belongs to another owner: a new version can only follow "
                 "one of your own listings.",
                 "parent_not_owned",
                 http.HTTP_403_FORBIDDEN,
             )
         if parent.status != Status.LISTED:
-            raise _refuse(
+            raise refuse(
                 f"Dataset #{parent.pk} is not listed yet: a new version must follow a listing.",
                 "parent_not_listed",
             )
@@ -388,15 +385,15 @@ def dataset_signature_submit(
             .first()
         )
         if dataset is None or (dataset.owner_id != user.pk and dataset.status != Status.LISTED):
-            raise _refuse("No such dataset.", "not_found", http.HTTP_404_NOT_FOUND)
+            raise refuse("No such dataset.", "not_found", http.HTTP_404_NOT_FOUND)
         if dataset.owner_id != user.pk:
-            raise _refuse(
+            raise refuse(
                 "Only the dataset's owner can sign its listing.",
                 "not_owner",
                 http.HTTP_403_FORBIDDEN,
             )
         if dataset.status in (Status.REGISTERING, Status.LISTED):
-            raise _refuse(
+            raise refuse(
                 "This listing is already signed"
                 + (
                     " and listed."
@@ -407,18 +404,18 @@ def dataset_signature_submit(
                 http.HTTP_409_CONFLICT,
             )
         if dataset.status != Status.AWAITING_SIGNATURE:
-            raise _refuse(
+            raise refuse(
                 f"This dataset is {dataset.get_status_display().lower()}: there is nothing to "
                 "sign.",
                 "not_awaiting_signature",
                 http.HTTP_409_CONFLICT,
             )
         if not isinstance(signature, str) or not SIGNATURE_PATTERN.match(signature):
-            raise _refuse(
+            raise refuse(
                 "The signature is malformed: expected 0x and 130 hex digits.", "signature_malformed"
             )
         if (dataset.sign_deadline or 0) <= time.time():
-            raise _refuse(
+            raise refuse(
                 "The listing request expired before it was signed: reload the page and sign the "
                 "new one.",
                 "signature_expired",
@@ -430,25 +427,25 @@ def dataset_signature_submit(
             try:
                 signer = _recover_listing_signer(registry, terms, nonce, signature)
             except Exception:
-                raise _refuse(
+                raise refuse(
                     "The signature is malformed: it recovers no key.", "signature_malformed"
                 ) from None
             owner = Web3.to_checksum_address(dataset.owner.address)
             if signer != owner:
                 for earlier in range(max(0, nonce - 3), nonce):
                     if _recover_listing_signer(registry, terms, earlier, signature) == owner:
-                        raise _refuse(
+                        raise refuse(
                             "This signature was made for an earlier state of your account (you "
                             "signed another listing since): reload the page and sign again.",
                             "stale_nonce",
                         )
-                raise _refuse(
+                raise refuse(
                     f"The signature was made by {signer}, not by the owner {owner}: sign with the "
                     "owner's wallet. Nothing was sent to the chain.",
                     "wrong_signer",
                 )
         except (ChainUnavailable, ChainMisconfigured) as exc:
-            raise _refuse(
+            raise refuse(
                 f"The chain cannot be reached to check the signature ({exc}); try again shortly.",
                 "chain_unavailable",
                 http.HTTP_503_SERVICE_UNAVAILABLE,

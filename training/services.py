@@ -18,7 +18,6 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Q
 from django.utils import timezone
-from rest_framework import status
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
@@ -27,7 +26,7 @@ from chain.events import ChainEvent
 from chain.wrappers import TrainingEscrow, settle_intent
 from datasets.models import Dataset
 from datasets.storage import raw_cid_for_sha256
-from marketplace.errors import ApplicationError
+from marketplace.errors import refuse
 from marketplace.models import User
 from training import catalog, pipeline
 from training.models import TrainingRun, TrainingRunDataset
@@ -39,9 +38,6 @@ Status, Stage = TrainingRun.Status, TrainingRun.Stage
 MAX_DATASETS = 10
 NUMERIC = {"integer", "float"}
 
-
-def _refuse(message: str, code: str, http_status: int = status.HTTP_400_BAD_REQUEST):
-    return ApplicationError(message, {"code": code}, status_code=http_status)
 
 
 # --- Commission --------------------------------------------------------------------------------
@@ -56,7 +52,7 @@ def _combined_schema(datasets: list[Dataset], target: str) -> tuple[list[str], d
     by_dataset = [{c["name"]: c for c in d.columns} for d in datasets]
     for dataset, columns in zip(datasets, by_dataset, strict=True):
         if target not in columns:
-            raise _refuse(
+            raise refuse(
                 f"The target column {target!r} is missing from dataset {dataset.pk} "
                 f"({dataset.title}).",
                 "missing_target",
@@ -66,7 +62,7 @@ def _combined_schema(datasets: list[Dataset], target: str) -> tuple[list[str], d
     for name in shared:
         kinds = {_type_family(cols[name]["type"]) for cols in by_dataset}
         if len(kinds) > 1:
-            raise _refuse(
+            raise refuse(
                 f"Column {name!r} has incompatible types across the datasets "
                 f"({', '.join(sorted(kinds))}).",
                 "incompatible_schemas",
@@ -74,7 +70,7 @@ def _combined_schema(datasets: list[Dataset], target: str) -> tuple[list[str], d
         families[name] = kinds.pop()
     features = [name for name in shared if name != target]
     if not features:
-        raise _refuse("The datasets share no column besides the target.", "incompatible_schemas")
+        raise refuse("The datasets share no column besides the target.", "incompatible_schemas")
     return features, families
 
 
@@ -116,20 +112,20 @@ def training_run_create(
 ) -> TrainingRun:
     """Validate a commission and quote it from the escrow; the buyer then pays from their wallet."""
     if not buyer.address:
-        raise _refuse("Sign in with a wallet to commission a model.", "no_wallet", 403)
+        raise refuse("Sign in with a wallet to commission a model.", "no_wallet", 403)
     if not dataset_ids:
-        raise _refuse("Choose at least one dataset.", "no_datasets")
+        raise refuse("Choose at least one dataset.", "no_datasets")
     if len(set(dataset_ids)) != len(dataset_ids):
-        raise _refuse("A dataset is listed twice.", "duplicate_dataset")
+        raise refuse("A dataset is listed twice.", "duplicate_dataset")
     if len(dataset_ids) > MAX_DATASETS:
-        raise _refuse(f"A run combines at most {MAX_DATASETS} datasets.", "too_many_datasets")
+        raise refuse(f"A run combines at most {MAX_DATASETS} datasets.", "too_many_datasets")
     found = {d.pk: d for d in Dataset.objects.filter(pk__in=dataset_ids).select_related("owner")}
     missing = [i for i in dataset_ids if i not in found]
     if missing:
-        raise _refuse(f"Unknown dataset {', '.join(map(str, missing))}.", "unknown_dataset")
+        raise refuse(f"Unknown dataset {', '.join(map(str, missing))}.", "unknown_dataset")
     unlisted = [i for i in dataset_ids if found[i].status != Dataset.Status.LISTED]
     if unlisted:
-        raise _refuse(
+        raise refuse(
             f"Dataset {', '.join(map(str, unlisted))} is not listed: only listed datasets can "
             "be trained on.",
             "unlisted_dataset",
@@ -137,32 +133,32 @@ def training_run_create(
     datasets = [found[i] for i in dataset_ids]
     target_column = (target_column or "").strip()
     if not target_column:
-        raise _refuse("Name the target column to predict.", "missing_target")
+        raise refuse("Name the target column to predict.", "missing_target")
     features, families = _combined_schema(datasets, target_column)
     inferred = _infer_task(datasets, target_column, families[target_column])
     task = task or inferred
     if task not in catalog.MODELS:
-        raise _refuse("The task must be classification or regression.", "bad_task")
+        raise refuse("The task must be classification or regression.", "bad_task")
     if task == catalog.REGRESSION and families[target_column] != "number":
-        raise _refuse(
+        raise refuse(
             f"The target {target_column!r} is not numeric, so it cannot be a regression target.",
             "bad_task",
         )
     if model not in catalog.MODELS[task]:
-        raise _refuse(
+        raise refuse(
             f"Unknown model {model!r} for {task}: choose one of {', '.join(catalog.MODELS[task])}.",
             "unknown_model",
         )
     test_fraction = 0.25 if test_fraction is None else float(test_fraction)
     if not 0.05 <= test_fraction <= 0.5:
-        raise _refuse("The test fraction must be between 0.05 and 0.5.", "bad_test_fraction")
+        raise refuse("The test fraction must be between 0.05 and 0.5.", "bad_test_fraction")
     rows = sum(d.rows or 0 for d in datasets)
     if rows < MIN_ROWS:
-        raise _refuse(
+        raise refuse(
             f"The datasets hold {rows} rows; a run needs at least {MIN_ROWS}.", "too_few_rows"
         )
     if task == catalog.CLASSIFICATION and inferred == catalog.REGRESSION:
-        raise _refuse(
+        raise refuse(
             f"The target {target_column!r} holds continuous numbers: it is a regression target, "
             "not classes. Choose regression.",
             "bad_task",
@@ -171,13 +167,13 @@ def training_run_create(
         classes = _target_classes(datasets, target_column)
         if classes is not None:
             if len(classes) < 2:
-                raise _refuse(
+                raise refuse(
                     f"The target {target_column!r} has a single class; a classifier needs two.",
                     "single_class",
                 )
             rare = sorted(c for c, n in classes.items() if n < 2)
             if rare:
-                raise _refuse(
+                raise refuse(
                     f"Class {', '.join(rare)} of {target_column!r} has fewer than two rows.",
                     "too_few_rows",
                 )
@@ -286,7 +282,7 @@ def training_run_funding_hint(*, run: TrainingRun, tx_hash: str) -> TrainingRun:
         if e.name == "JobFunded" and e.args["jobId"].removeprefix("0x") == run.job_id
     ]  # fmt: skip
     if not funded:
-        raise _refuse("That transaction did not fund this run.", "not_this_run")
+        raise refuse("That transaction did not fund this run.", "not_this_run")
     with transaction.atomic():
         training_run_funding_record(w3, funded[0])
     run.refresh_from_db()
