@@ -1,4 +1,4 @@
-from django.db import models
+from django.db import IntegrityError, models, transaction
 
 from marketplace.fields import WeiField
 
@@ -101,3 +101,36 @@ class IndexerCursor(models.Model):
 
     def __str__(self) -> str:
         return f"chain {self.chain_id} indexed to block {self.last_block}"
+
+
+class EventRecord(models.Model):
+    """A row recorded from one log of our contracts (earnings, withdrawals, DID events): a log
+    read twice, by the indexer and by whoever saw the receipt first, is recorded once."""
+
+    tx_hash = models.CharField(max_length=66)
+    log_index = models.PositiveIntegerField()
+    block_number = models.PositiveBigIntegerField()
+    block_timestamp = models.PositiveBigIntegerField()
+
+    class Meta:
+        abstract = True
+        constraints = [
+            models.UniqueConstraint(
+                fields=["tx_hash", "log_index"], name="%(app_label)s_%(class)s_once_per_log"
+            )
+        ]
+
+    @classmethod
+    def record_once(cls, *, tx_hash: str, log_index: int, block_number: int,
+                    block_timestamp: int, **fields) -> None:  # fmt: skip
+        try:
+            with transaction.atomic():
+                cls.objects.get_or_create(
+                    tx_hash=tx_hash,
+                    log_index=log_index,
+                    defaults={
+                        "block_number": block_number, "block_timestamp": block_timestamp, **fields
+                    },
+                )  # fmt: skip
+        except IntegrityError:
+            pass  # recorded meanwhile by another process

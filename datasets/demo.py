@@ -84,14 +84,9 @@ def dev_key(number: int) -> str:
 
 
 def demo_owner(number: int) -> User:
-    address = Account.from_key(dev_key(number)).address
-    user = User.objects.filter(address=address).first()
-    if user is None:
-        user = User(username=address, address=address)
-        user.set_unusable_password()
-        user.full_clean()
-        user.save()
-    return user
+    from marketplace.services import user_for_address
+
+    return user_for_address(address=Account.from_key(dev_key(number)).address)
 
 
 def _frame(slug: str):

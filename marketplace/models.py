@@ -1,6 +1,8 @@
 from django.contrib.auth.models import AbstractUser
 from django.db import models
 
+from chain.models import EventRecord
+
 
 class User(AbstractUser):
     """A marketplace user. Wallet users sign in with Ethereum; their username is their address."""
@@ -23,7 +25,7 @@ class LoginNonce(models.Model):
         return f"{self.value} ({'used' if self.used_at else 'unused'})"
 
 
-class DidEvent(models.Model):
+class DidEvent(EventRecord):
     """An ERC-1056 registry event of one identity; the DID document is built from these."""
 
     class Kind(models.TextChoices):
@@ -34,15 +36,8 @@ class DidEvent(models.Model):
     identity = models.CharField(max_length=42, db_index=True)
     kind = models.CharField(max_length=32, choices=Kind.choices)
     args = models.JSONField()
-    block_number = models.PositiveBigIntegerField()
-    block_timestamp = models.PositiveBigIntegerField()
-    tx_hash = models.CharField(max_length=66)
-    log_index = models.PositiveIntegerField()
 
-    class Meta:
-        constraints = [
-            models.UniqueConstraint(fields=["tx_hash", "log_index"], name="one_did_event_per_log")
-        ]
+    class Meta(EventRecord.Meta):
         ordering = ["block_number", "log_index"]
 
     def __str__(self) -> str:

@@ -114,13 +114,22 @@ def identity_sign_in(*, message: str, signature: str, domain: str, origin: str) 
         )
 
     LoginNonce.objects.filter(pk=nonce.pk, used_at__isnull=True).update(used_at=now)
-    address = Web3.to_checksum_address(siwe.address)
+    return user_for_address(address=siwe.address)
+
+
+def user_for_address(*, address: str) -> User:
+    """The user of a wallet address, created on first sight (a wallet user has no password)."""
+    address = Web3.to_checksum_address(address)
     user = User.objects.filter(address=address).first()
     if user is None:
         user = User(username=address, address=address)
         user.set_unusable_password()
         user.full_clean()
-        user.save()
+        try:
+            with transaction.atomic():
+                user.save()
+        except IntegrityError:  # created meanwhile by another request
+            user = User.objects.get(address=address)
     return user
 
 
@@ -178,21 +187,11 @@ def did_event_record(w3: Web3, event: ChainEvent, block_timestamp: int | None = 
     """Store one ERC-1056 event; a log seen twice is stored once."""
     if block_timestamp is None:
         block_timestamp = w3.eth.get_block(event.block_number)["timestamp"]
-    try:
-        with transaction.atomic():
-            DidEvent.objects.get_or_create(
-                tx_hash=event.tx_hash,
-                log_index=event.log_index,
-                defaults={
-                    "identity": Web3.to_checksum_address(event.args["identity"]),
-                    "kind": event.name,
-                    "args": event.args,
-                    "block_number": event.block_number,
-                    "block_timestamp": block_timestamp,
-                },
-            )
-    except IntegrityError:
-        pass  # stored meanwhile by another process
+    DidEvent.record_once(
+        tx_hash=event.tx_hash, log_index=event.log_index, block_number=event.block_number,
+        block_timestamp=block_timestamp, kind=event.name, args=event.args,
+        identity=Web3.to_checksum_address(event.args["identity"]),
+    )  # fmt: skip
 
 
 def did_refresh(*, registry: IdentityRegistry, identity: str) -> None:

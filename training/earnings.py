@@ -5,7 +5,6 @@ dataset. The withdrawable balance always comes from the contract, not from these
 from __future__ import annotations
 
 from django.core.paginator import Paginator
-from django.db import IntegrityError, transaction
 from web3 import Web3
 
 from chain.events import ChainEvent
@@ -24,19 +23,10 @@ def _timestamp(w3: Web3, block_number: int, cache: dict[int, int]) -> int:
 
 
 def _upsert(model, event: ChainEvent, timestamps: dict, w3: Web3, **fields) -> None:
-    try:
-        with transaction.atomic():
-            model.objects.get_or_create(
-                tx_hash=event.tx_hash,
-                log_index=event.log_index,
-                defaults={
-                    "block_number": event.block_number,
-                    "block_timestamp": _timestamp(w3, event.block_number, timestamps),
-                    **fields,
-                },
-            )
-    except IntegrityError:
-        pass  # recorded meanwhile by another process
+    model.record_once(
+        tx_hash=event.tx_hash, log_index=event.log_index, block_number=event.block_number,
+        block_timestamp=_timestamp(w3, event.block_number, timestamps), **fields,
+    )  # fmt: skip
 
 
 def earning_record(w3: Web3, event: ChainEvent, timestamps: dict | None = None) -> None:

@@ -1,6 +1,7 @@
 from django.conf import settings
 from django.db import models
 
+from chain.models import EventRecord
 from marketplace.fields import WeiField
 from training import catalog
 
@@ -117,7 +118,7 @@ class TrainingRunDataset(models.Model):
         return f"dataset {self.dataset_id} in run {self.run_id}"
 
 
-class Earning(models.Model):
+class Earning(EventRecord):
     """A PayeeCredited event: the escrow credited `amount_wei` to `payee` for a job."""
 
     payee = models.CharField(max_length=42, db_index=True)
@@ -126,36 +127,22 @@ class Earning(models.Model):
         TrainingRun, on_delete=models.SET_NULL, null=True, blank=True, related_name="earnings"
     )
     amount_wei = WeiField()
-    tx_hash = models.CharField(max_length=66)
-    log_index = models.PositiveIntegerField()
-    block_number = models.PositiveBigIntegerField()
-    block_timestamp = models.PositiveBigIntegerField()
 
-    class Meta:
+    class Meta(EventRecord.Meta):
         ordering = ["-block_number", "-log_index"]
-        constraints = [
-            models.UniqueConstraint(fields=["tx_hash", "log_index"], name="one_earning_per_log")
-        ]
 
     def __str__(self) -> str:
         return f"{self.amount_wei} wei to {self.payee} for job {self.job_id[:10]}"
 
 
-class Withdrawal(models.Model):
+class Withdrawal(EventRecord):
     """A Withdrawn event: `account` took `amount_wei` out of the escrow."""
 
     account = models.CharField(max_length=42, db_index=True)
     amount_wei = WeiField()
-    tx_hash = models.CharField(max_length=66)
-    log_index = models.PositiveIntegerField()
-    block_number = models.PositiveBigIntegerField()
-    block_timestamp = models.PositiveBigIntegerField()
 
-    class Meta:
+    class Meta(EventRecord.Meta):
         ordering = ["-block_number", "-log_index"]
-        constraints = [
-            models.UniqueConstraint(fields=["tx_hash", "log_index"], name="one_withdrawal_per_log")
-        ]
 
     def __str__(self) -> str:
         return f"{self.account} withdrew {self.amount_wei} wei"

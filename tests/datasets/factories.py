@@ -21,9 +21,9 @@ STRANGER_KEY = "0x" + "42" * 32
 
 
 def user_for(account: int) -> User:
-    address = DEV_ADDRESSES[account]
-    user, _ = User.objects.get_or_create(address=address, defaults={"username": address})
-    return user
+    from marketplace.services import user_for_address
+
+    return user_for_address(address=DEV_ADDRESSES[account])
 
 
 def measurements_csv(seed: int, rows: int = 200) -> bytes:
