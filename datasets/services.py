@@ -59,7 +59,6 @@ REVERT_MESSAGES = {
 RESIGN_ERRORS = {"InvalidSignature", "SignatureExpired"}
 
 
-
 # --- create ------------------------------------------------------------------------------------
 
 
