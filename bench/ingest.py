@@ -162,7 +162,7 @@ def listing_figures(args, scratch: Path) -> None:
 
     import pyarrow.csv as pcsv
 
-    from datasets import storage
+    from marketplace import ipfs as storage
 
     base = scratch / "bench.csv"
     rows = write_csv(base, args.megabytes)

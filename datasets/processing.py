@@ -19,10 +19,16 @@ from django.conf import settings
 from django.db.models import Q
 
 from datasets.models import Dataset, MinHashBand
-from datasets.storage import IpfsError, cat_sha256, pin_file, raw_cid_for_sha256, unpin
 from marketplace.crypto import CHUNK_SIZE, encrypt_stream, new_data_key, wrap_data_key
 from marketplace.did import did_for
-from marketplace.ipfs import IpfsUnavailable
+from marketplace.ipfs import (
+    IpfsError,
+    IpfsUnavailable,
+    cat_sha256,
+    pin_file,
+    raw_cid_for_sha256,
+    unpin,
+)
 
 if TYPE_CHECKING:  # the parsing libraries load in the workers only (see listing_prepare)
     from datasets import profiling

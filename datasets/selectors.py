@@ -21,9 +21,9 @@ from web3 import Web3
 
 from chain.wrappers import DatasetRegistry, ListingTerms
 from datasets.models import LICENSES, Dataset
-from datasets.storage import IpfsError, cat_sha256, iter_cat, raw_cid_for_sha256
 from marketplace.did import did_for
 from marketplace.errors import ApplicationError, NodeUnavailable
+from marketplace.ipfs import IpfsError, cat_sha256, iter_cat, raw_cid_for_sha256
 from marketplace.models import User
 
 Status = Dataset.Status

@@ -34,10 +34,9 @@ from chain.wrappers import DatasetRegistry, ListingTerms
 from datasets import processing
 from datasets.models import LICENSES, MAX_PRICE_WEI, Dataset, MinHashBand
 from datasets.selectors import description_excerpt, listing_terms
-from datasets.storage import IpfsError
 from datasets.uploads import UploadOnDisk, upload_dir
 from marketplace.errors import refuse
-from marketplace.ipfs import IpfsUnavailable
+from marketplace.ipfs import IpfsError, IpfsUnavailable
 from marketplace.models import User
 
 logger = logging.getLogger(__name__)

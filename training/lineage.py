@@ -9,7 +9,7 @@ import json
 from dataclasses import dataclass
 
 from chain.wrappers import DatasetRegistry, TrainingEscrow
-from datasets.storage import iter_cat, raw_cid_for_sha256
+from marketplace.ipfs import iter_cat, raw_cid_for_sha256
 
 
 @dataclass(frozen=True)

@@ -140,8 +140,8 @@ def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
 
 
 def _package(run, inputs, result, values, payouts, workdir: Path) -> Packaged:
-    from datasets.storage import normalize_cid, pin_file, raw_cid_for_sha256
     from marketplace.crypto import encrypt_stream, new_data_key, wrap_data_key
+    from marketplace.ipfs import normalize_cid, pin_file, raw_cid_for_sha256
     from training import artifacts
 
     model_bytes = artifacts.model_to_bytes(result.pipeline)
@@ -221,7 +221,7 @@ def _package(run, inputs, result, values, payouts, workdir: Path) -> Packaged:
 
 def discard(packaged: Packaged, *, keep: set[str]) -> None:
     """Unpin a package that lost the race to be recorded (another delivery recorded first)."""
-    from datasets.storage import raw_cid_for_sha256, unpin
+    from marketplace.ipfs import raw_cid_for_sha256, unpin
 
     for cid in {packaged.model_cid, raw_cid_for_sha256(packaged.report_hash[2:])} - keep:
         unpin(cid)

@@ -94,8 +94,8 @@ def run_detail(run: TrainingRun) -> dict:
 
 def run_model_bytes(run: TrainingRun) -> bytes:
     """The trained model (skops), fetched from IPFS, checked and decrypted."""
-    from datasets.storage import iter_cat
     from marketplace.crypto import iter_decrypt, unwrap_data_key
+    from marketplace.ipfs import iter_cat
 
     if run.status != TrainingRun.Status.COMPLETED or not run.model_cid:
         raise ApplicationError(

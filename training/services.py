@@ -25,8 +25,8 @@ from chain.client import decode_revert
 from chain.events import ChainEvent
 from chain.wrappers import TrainingEscrow, settle_intent
 from datasets.models import Dataset
-from datasets.storage import raw_cid_for_sha256
 from marketplace.errors import refuse
+from marketplace.ipfs import raw_cid_for_sha256
 from marketplace.models import User
 from training import catalog, pipeline
 from training.models import TrainingRun, TrainingRunDataset

@@ -11,7 +11,7 @@ from django.conf import settings
 from rest_framework.test import APIClient
 
 from datasets.models import Dataset
-from datasets.storage import pinned_cids
+from marketplace.ipfs import pinned_cids
 from tests.datasets.factories import csv_upload, listing_fields, user_for
 
 

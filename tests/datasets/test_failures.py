@@ -8,10 +8,9 @@ from django.test import override_settings
 
 from datasets import services
 from datasets.models import Dataset
-from datasets.storage import pin_file
 from datasets.tasks import process_dataset
 from marketplace.devstack import free_port
-from marketplace.ipfs import IpfsUnavailable
+from marketplace.ipfs import IpfsUnavailable, pin_file
 from tests.datasets.conftest import upload_files
 from tests.datasets.factories import listing_fields, measurements_csv
 

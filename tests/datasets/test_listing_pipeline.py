@@ -13,9 +13,9 @@ from chain.indexer import chain_index_catch_up
 from chain.models import ChainTransaction
 from chain.wrappers import DatasetRegistry
 from datasets.models import Dataset
-from datasets.storage import iter_cat
 from marketplace.celery import app
 from marketplace.crypto import iter_decrypt, unwrap_data_key
+from marketplace.ipfs import iter_cat
 from tests.datasets.conftest import post_dataset, upload_files, wait_for_status
 from tests.datasets.factories import DEV_ADDRESSES, DEV_KEYS, STRANGER_KEY, measurements_csv
 

@@ -13,8 +13,8 @@ from rest_framework.test import APIClient
 
 from chain.client import ChainUnavailable, get_web3, web3_for
 from datasets.models import Dataset
-from datasets.storage import pin_file
 from marketplace.celery import app as celery_app
+from marketplace.ipfs import pin_file
 from tests.datasets.factories import csv_upload, listed_dataset, listing_fields, user_for
 from training.models import TrainingRun
 

@@ -14,7 +14,7 @@ from chain.client import get_web3
 from chain.models import ChainTransaction
 from chain.sender import TransactionPending
 from chain.wrappers import JobState, TrainingEscrow, settle_intent
-from datasets.storage import normalize_cid, pinned_cids, raw_cid_for_sha256
+from marketplace.ipfs import normalize_cid, pinned_cids, raw_cid_for_sha256
 from tests.training.conftest import commission_and_pay
 from training import pipeline
 from training.models import TrainingRun
