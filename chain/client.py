@@ -16,7 +16,7 @@ from web3.contract import Contract
 from web3.exceptions import ContractCustomError, ContractLogicError
 from web3.types import RPCEndpoint, RPCResponse
 
-from marketplace.errors import ApplicationError, NodeUnavailable
+from marketplace.errors import NodeUnavailable
 
 BUILD_DIR = Path(__file__).resolve().parent / "contracts" / "build"
 PRODUCT_CONTRACTS = ("IdentityRegistry", "DatasetRegistry", "TrainingEscrow")
@@ -159,9 +159,3 @@ def decode_revert(exc: Exception) -> tuple[str, tuple]:
             return name, tuple(decode(types, raw[4:]))
     return type(exc).__name__, (str(exc),)
 
-
-def revert_as_application_error(exc: Exception, messages: dict[str, str]) -> ApplicationError:
-    """Turn a contract revert into a message a person understands."""
-    name, args = decode_revert(exc)
-    message = messages.get(name, f"The contract refused the transaction ({name}).")
-    return ApplicationError(message, {"contract_error": name, "args": [str(a) for a in args]})

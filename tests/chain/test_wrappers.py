@@ -9,7 +9,7 @@ from eth_account import Account
 from web3 import Web3
 from web3.exceptions import ContractCustomError
 
-from chain.client import decode_revert, deployed_addresses, get_web3, revert_as_application_error
+from chain.client import decode_revert, deployed_addresses, get_web3
 from chain.events import decode_receipt
 from chain.wrappers import (
     DatasetRegistry,
@@ -85,10 +85,6 @@ def test_a_listing_signed_by_another_key_is_refused_with_a_reason(contracts):
         registry.relay_listing(intent="list:forged", terms=terms, signature=forged)
 
     assert decode_revert(raised.value)[0] == "InvalidSignature"
-    error = revert_as_application_error(
-        raised.value, {"InvalidSignature": "The signature is not the owner's."}
-    )
-    assert error.message == "The signature is not the owner's."
     assert registry.listing_count() == count_before
 
 
