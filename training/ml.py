@@ -31,6 +31,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
+from training import catalog
 from training.catalog import (  # noqa: F401 - re-exported for callers of the ML module
     CLASSIFICATION,
     MAX_CLASSES_FOR_INTEGER_TARGET,
@@ -52,18 +53,20 @@ def infer_task(target: pd.Series) -> str:
 def _estimator(task: str, model: str, seed: int):
     if task == CLASSIFICATION:
         return {
-            "logistic_regression": lambda: LogisticRegression(max_iter=2000),
-            "random_forest": lambda: RandomForestClassifier(
+            catalog.LOGISTIC_REGRESSION: lambda: LogisticRegression(max_iter=2000),
+            catalog.RANDOM_FOREST: lambda: RandomForestClassifier(
                 n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1
             ),
-            "hist_gradient_boosting": lambda: HistGradientBoostingClassifier(random_state=seed),
+            catalog.HIST_GRADIENT_BOOSTING: lambda: HistGradientBoostingClassifier(
+                random_state=seed
+            ),
         }[model]()
     return {
-        "ridge": lambda: Ridge(),
-        "random_forest": lambda: RandomForestRegressor(
+        catalog.RIDGE: lambda: Ridge(),
+        catalog.RANDOM_FOREST: lambda: RandomForestRegressor(
             n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1
         ),
-        "hist_gradient_boosting": lambda: HistGradientBoostingRegressor(random_state=seed),
+        catalog.HIST_GRADIENT_BOOSTING: lambda: HistGradientBoostingRegressor(random_state=seed),
     }[model]()
 
 
