@@ -27,7 +27,7 @@ from rest_framework import status as http
 from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
-from chain.client import ChainMisconfigured, ChainUnavailable, decode_revert
+from chain.client import decode_revert
 from chain.events import ChainEvent
 from chain.models import ChainTransaction
 from chain.wrappers import DatasetRegistry, ListingTerms
@@ -196,10 +196,20 @@ def dataset_create(
     Dataset.objects.filter(pk=dataset.pk).update(upload_path=str(destination))
     dataset.upload_path = str(destination)
     if enqueue:
-        from datasets.tasks import process_dataset
-
-        transaction.on_commit(lambda: process_dataset.delay(dataset.pk))
+        transaction.on_commit(lambda: _enqueue_processing(dataset))
     return dataset
+
+
+def _enqueue_processing(dataset: Dataset) -> None:
+    """Hand the upload to a worker; if the broker refuses it, nothing of the upload stays."""
+    from datasets.tasks import process_dataset
+
+    try:
+        process_dataset.delay(dataset.pk)
+    except Exception:
+        Dataset.objects.filter(pk=dataset.pk, status=Status.PROCESSING).delete()
+        Path(dataset.upload_path).unlink(missing_ok=True)
+        raise
 
 
 # --- the pipeline: check, seal, describe, compare (datasets.processing does the work) ---------
@@ -418,36 +428,30 @@ def dataset_signature_submit(
                 "new one.",
                 "signature_expired",
             )
+        # An unreachable chain raises ChainUnavailable: the API answers 503 (marketplace.errors).
+        registry = DatasetRegistry.deployed()
+        terms = listing_terms(dataset)
+        nonce = registry.nonce(terms.owner)
         try:
-            registry = DatasetRegistry.deployed()
-            terms = listing_terms(dataset)
-            nonce = registry.nonce(terms.owner)
-            try:
-                signer = _recover_listing_signer(registry, terms, nonce, signature)
-            except Exception:
-                raise refuse(
-                    "The signature is malformed: it recovers no key.", "signature_malformed"
-                ) from None
-            owner = Web3.to_checksum_address(dataset.owner.address)
-            if signer != owner:
-                for earlier in range(max(0, nonce - 3), nonce):
-                    if _recover_listing_signer(registry, terms, earlier, signature) == owner:
-                        raise refuse(
-                            "This signature was made for an earlier state of your account (you "
-                            "signed another listing since): reload the page and sign again.",
-                            "stale_nonce",
-                        )
-                raise refuse(
-                    f"The signature was made by {signer}, not by the owner {owner}: sign with the "
-                    "owner's wallet. Nothing was sent to the chain.",
-                    "wrong_signer",
-                )
-        except (ChainUnavailable, ChainMisconfigured) as exc:
+            signer = _recover_listing_signer(registry, terms, nonce, signature)
+        except Exception:
             raise refuse(
-                f"The chain cannot be reached to check the signature ({exc}); try again shortly.",
-                "chain_unavailable",
-                http.HTTP_503_SERVICE_UNAVAILABLE,
+                "The signature is malformed: it recovers no key.", "signature_malformed"
             ) from None
+        owner = Web3.to_checksum_address(dataset.owner.address)
+        if signer != owner:
+            for earlier in range(max(0, nonce - 3), nonce):
+                if _recover_listing_signer(registry, terms, earlier, signature) == owner:
+                    raise refuse(
+                        "This signature was made for an earlier state of your account (you "
+                        "signed another listing since): reload the page and sign again.",
+                        "stale_nonce",
+                    )
+            raise refuse(
+                f"The signature was made by {signer}, not by the owner {owner}: sign with the "
+                "owner's wallet. Nothing was sent to the chain.",
+                "wrong_signer",
+            )
         Dataset.objects.filter(pk=dataset.pk, status=Status.AWAITING_SIGNATURE).update(
             status=Status.REGISTERING,
             stage=Stage.RELAYING,
@@ -456,11 +460,23 @@ def dataset_signature_submit(
             status_message="",
         )
         if enqueue:
-            from datasets.tasks import register_dataset
-
-            transaction.on_commit(lambda: register_dataset.delay(dataset.pk))
+            transaction.on_commit(lambda: _enqueue_registration(dataset.pk))
     dataset.refresh_from_db()
     return dataset
+
+
+def _enqueue_registration(dataset_id: int) -> None:
+    """Hand the signed listing to a worker; if the broker refuses it, the listing waits for its
+    signature again (nothing was sent to the chain)."""
+    from datasets.tasks import register_dataset
+
+    try:
+        register_dataset.delay(dataset_id)
+    except Exception:
+        Dataset.objects.filter(pk=dataset_id, status=Status.REGISTERING).update(
+            status=Status.AWAITING_SIGNATURE, stage=Stage.SIGNING, signature=""
+        )
+        raise
 
 
 # --- registering -------------------------------------------------------------------------------
