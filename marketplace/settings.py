@@ -198,6 +198,13 @@ SIWE_NONCE_TTL_SECONDS = 600
 # The IPFS node (any node speaking the standard /api/v0 RPC API).
 IPFS_API_URL = env_url("IPFS_API_URL", "http://127.0.0.1:5001", schemes=("http", "https"))
 
+# A run paid this long ago that no worker started is queued again (a lost or refused message).
+TRAINING_RESUME_AFTER_SECONDS = env_int("TRAINING_RESUME_AFTER_SECONDS", 600, minimum=1)
+CELERY_BEAT_SCHEDULE["training-resume-stalled"] = {
+    "task": "training.resume_stalled",
+    "schedule": 60.0,
+    "options": {"expires": 60.0},
+}
 CELERY_BEAT_SCHEDULE["chain-index"] = {
     "task": "chain.index",
     "schedule": float(CHAIN_INDEX_INTERVAL_SECONDS),

@@ -65,6 +65,11 @@ class TrainingRun(models.Model):
     refund_after = models.PositiveBigIntegerField(null=True, blank=True)
     funding_tx = models.CharField(max_length=66, blank=True)
     funding_block = models.PositiveBigIntegerField(null=True, blank=True)
+    funded_at = models.DateTimeField(null=True, blank=True, help_text="When we saw the funding")
+    # The task that took the run: only its (re)deliveries train it, so a run queued twice by
+    # the sweep of stalled runs is trained once.
+    claimed_by = models.CharField(max_length=64, blank=True)
+    refund_queued_at = models.DateTimeField(null=True, blank=True)
 
     # Progress of the run, for the live page.
     stage = models.CharField(max_length=40, blank=True, choices=Stage.choices)

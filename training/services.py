@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import secrets
+from datetime import timedelta
 
 from django.conf import settings
 from django.db import transaction
@@ -25,7 +26,7 @@ from chain.client import decode_revert
 from chain.events import ChainEvent
 from chain.wrappers import TrainingEscrow, settle_intent
 from datasets.models import Dataset
-from marketplace.errors import refuse
+from marketplace.errors import node_outage, refuse
 from marketplace.ipfs import raw_cid_for_sha256
 from marketplace.models import User
 from training import catalog, pipeline
@@ -242,6 +243,7 @@ def training_run_funding_record(w3: Web3, event: ChainEvent) -> None:
         refund_after=event.args["refundAfter"],
         funding_tx=event.tx_hash,
         funding_block=event.block_number,
+        funded_at=timezone.now(),
         stage=Stage.QUEUED,
     )
     if not updated:
@@ -258,16 +260,56 @@ def training_run_funding_record(w3: Web3, event: ChainEvent) -> None:
 
 
 def training_run_enqueue(run_id: int) -> None:
-    """Queue a run. The time limits travel with the message (the worker applies the sender's)."""
+    """Queue a run. The time limits travel with the message (the worker applies the sender's).
+    A broker that does not answer loses nothing: the payment is recorded and the sweep of
+    stalled runs queues the run once the broker is back."""
     from training.tasks import run_training
 
     soft = settings.TRAINING_SOFT_TIME_LIMIT_SECONDS
-    run_training.apply_async(
-        args=[run_id],
-        queue=settings.CELERY_TRAINING_QUEUE,
-        soft_time_limit=soft,
-        time_limit=soft + 60,
+    try:
+        run_training.apply_async(
+            args=[run_id],
+            queue=settings.CELERY_TRAINING_QUEUE,
+            soft_time_limit=soft,
+            time_limit=soft + 60,
+        )
+    except Exception as exc:
+        if node_outage(exc) is None:
+            raise
+        logger.warning("run %s could not be queued (%s); the sweep will queue it", run_id, exc)
+
+
+def training_runs_resume(*, stalled_for_seconds: int) -> list[int]:
+    """Queue again the runs that were paid but never started, and the refunds still owed, e.g.
+    after the broker lost a message or refused it. Both steps are safe to deliver twice."""
+    since = timezone.now() - timedelta(seconds=stalled_for_seconds)
+    funded = list(
+        TrainingRun.objects.filter(status=Status.FUNDED, funded_at__lt=since).values_list(
+            "pk", flat=True
+        )
     )
+    for run_id in funded:
+        training_run_enqueue(run_id)
+    refunding = list(
+        TrainingRun.objects.filter(status=Status.REFUNDING, refund_queued_at__lt=since)
+        .values_list("pk", flat=True)
+    )  # fmt: skip
+    for run_id in refunding:
+        _queue_refund(run_id)
+    return funded + refunding
+
+
+def _queue_refund(run_id: int) -> None:
+    """Queue the refund task; a broker that does not answer leaves it to the sweep."""
+    from training.tasks import refund_training_run
+
+    TrainingRun.objects.filter(pk=run_id).update(refund_queued_at=timezone.now())
+    try:
+        refund_training_run.delay(run_id)
+    except Exception as exc:
+        if node_outage(exc) is None:
+            raise
+        logger.warning("the refund of run %s could not be queued (%s)", run_id, exc)
 
 
 def training_run_funding_hint(*, run: TrainingRun, tx_hash: str) -> TrainingRun:
@@ -302,17 +344,20 @@ def _stage(run_id: int, stage: str, progress: int | None = None) -> None:
     )
 
 
-def training_run_execute(*, run_id: int) -> None:
+def training_run_execute(*, run_id: int, task_id: str = "") -> None:
     """funded -> running -> settling -> completed, resumable: a redelivered task continues from
     what the row records (the artifacts are recorded once per job, and the escrow settles a job
-    once). Transient outages propagate (the task retries); `RunFailed` is permanent."""
+    once). A run taken by another task is left to it. Transient outages propagate (the task
+    retries); `RunFailed` is permanent."""
     run = TrainingRun.objects.select_related("buyer").filter(pk=run_id).first()
     if run is None or run.status not in (Status.FUNDED, Status.RUNNING, Status.SETTLING):
         return
     TrainingRun.objects.filter(pk=run.pk, status=Status.FUNDED).update(
-        status=Status.RUNNING, started_at=timezone.now()
+        status=Status.RUNNING, started_at=timezone.now(), claimed_by=task_id
     )
     run.refresh_from_db()
+    if task_id and run.claimed_by and run.claimed_by != task_id:
+        return  # a second message for the same run (the sweep queued it again)
     if run.status == Status.RUNNING and not run.report_hash:
         packaged = pipeline.train_and_package(
             run, on_stage=lambda stage, progress: _stage(run.pk, stage, progress)
@@ -434,9 +479,7 @@ def training_run_fail(*, run_id: int, reason: str) -> bool:
         pk=run_id, status__in=[Status.FUNDED, Status.RUNNING, Status.SETTLING]
     ).update(status=Status.REFUNDING, stage=Stage.REFUNDING, error=reason)
     if moved:
-        from training.tasks import refund_training_run
-
-        transaction.on_commit(lambda: refund_training_run.delay(run_id))
+        transaction.on_commit(lambda: _queue_refund(run_id))
     return bool(moved)
 
 

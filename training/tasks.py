@@ -17,6 +17,7 @@ from training.services import (
     training_run_execute,
     training_run_fail,
     training_run_refund,
+    training_runs_resume,
 )
 
 logger = logging.getLogger(__name__)
@@ -51,7 +52,7 @@ def _while(run_id: int) -> str:
 )
 def run_training(self, run_id: int) -> None:
     try:
-        training_run_execute(run_id=run_id)
+        training_run_execute(run_id=run_id, task_id=self.request.id or "")
     except RunFailed as exc:
         training_run_fail(run_id=run_id, reason=str(exc))
     except SoftTimeLimitExceeded:
@@ -93,3 +94,8 @@ def run_training(self, run_id: int) -> None:
 )
 def refund_training_run(run_id: int) -> None:
     training_run_refund(run_id=run_id)
+
+
+@shared_task(name="training.resume_stalled", ignore_result=True, soft_time_limit=60, time_limit=90)
+def resume_stalled_runs() -> None:
+    training_runs_resume(stalled_for_seconds=settings.TRAINING_RESUME_AFTER_SECONDS)

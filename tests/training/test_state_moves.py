@@ -15,7 +15,8 @@ from chain.models import ChainTransaction
 from chain.sender import TransactionPending
 from chain.wrappers import JobState, TrainingEscrow, settle_intent
 from marketplace.ipfs import normalize_cid, pinned_cids, raw_cid_for_sha256
-from tests.training.conftest import commission_and_pay
+from tests.marketplace.test_outages import closed_url  # noqa: F401 - a fixture
+from tests.training.conftest import commission_and_pay, wait_for_run, wallet_pay
 from training import pipeline
 from training.models import TrainingRun
 from training.services import (
@@ -23,6 +24,7 @@ from training.services import (
     training_run_execute,
     training_run_fail,
     training_run_refund,
+    training_runs_resume,
 )
 from training.tasks import run_training
 
@@ -153,3 +155,48 @@ def test_a_refund_after_the_settlement_was_mined_records_the_settlement(buyer_ap
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.COMPLETED and run.refund_tx == ""
     assert run.settlement_tx == settled_event(run).tx_hash
+
+
+def test_a_second_message_for_a_run_another_task_took_trains_nothing(buyer_api, cancer_datasets):
+    run = commission_and_pay(buyer_api, cancer_datasets)
+    TrainingRun.objects.filter(pk=run.pk).update(
+        status=TrainingRun.Status.RUNNING, claimed_by="first-task"
+    )
+
+    training_run_execute(run_id=run.pk, task_id="second-task")
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.RUNNING and run.report_hash == ""
+    assert not ChainTransaction.objects.filter(intent=settle_intent(bytes.fromhex(run.job_id)))
+
+    training_run_execute(run_id=run.pk, task_id="first-task")  # its redelivery resumes it
+
+    run.refresh_from_db()
+    assert run.status == TrainingRun.Status.COMPLETED
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_payment_seen_while_the_queue_is_down_is_trained_once_it_is_back(
+    buyer_api, cancer_datasets, celery_worker, settings, closed_url  # noqa: F811
+):
+    from tests.marketplace.test_outages import redis_down
+
+    broker_down = contextmanager(redis_down.__wrapped__)
+    body = buyer_api.post(
+        "/api/training-runs",
+        {"dataset_ids": [d.pk for d in cancer_datasets], "target_column": "target",
+         "model": "random_forest", "seed": 2},
+        format="json",
+    ).json()  # fmt: skip
+    tx_hash = wallet_pay(body["escrow"])
+
+    with broker_down(settings, closed_url):
+        hint = buyer_api.post(
+            f"/api/training-runs/{body['id']}/funding", {"tx_hash": tx_hash}, format="json"
+        )
+
+    assert hint.status_code == 200, hint.json()  # the payment is recorded, nothing is lost
+    assert TrainingRun.objects.get(pk=body["id"]).status == TrainingRun.Status.FUNDED
+    assert training_runs_resume(stalled_for_seconds=0) == [body["id"]]
+    run = wait_for_run(body["id"], "completed", "failed")
+    assert run.status == TrainingRun.Status.COMPLETED, run.error
