@@ -158,3 +158,21 @@ def test_every_accepted_file_trains_to_completion_on_a_worker(
         run = wait_for_run(run_id, "completed", "failed", timeout=180)
         assert run.status == TrainingRun.Status.COMPLETED, f"{name}: {run.error}"
         assert run.metrics["accuracy"] > 0.6, name
+
+
+@pytest.mark.django_db
+def test_a_file_listed_before_formats_were_recorded_is_read_as_the_listing_reads_it(
+    contracts, ipfs_node, tmp_path
+):
+    dataset = listed(tmp_path, "quoted.csv", seed=50)
+    recorded = dataset_rows(
+        dataset=dataset, workdir=tmp_path, expected_sha256=dataset.content_sha256
+    )
+    Dataset.objects.filter(pk=dataset.pk).update(read_format={})
+    dataset.refresh_from_db()
+
+    detected = dataset_rows(
+        dataset=dataset, workdir=tmp_path, expected_sha256=dataset.content_sha256
+    )
+
+    assert detected.equals(recorded)
