@@ -52,6 +52,18 @@ def quoted_with_separators_and_newlines(seed: int) -> bytes:
     return ("\n".join(lines) + "\n").encode()
 
 
+def mixed_types(seed: int) -> bytes:
+    """Booleans, dates, an empty column and missing values in every kind of column."""
+    data = frame(seed)
+    lines = ["x,flag,day,empty,colour,target"]
+    for i, row in enumerate(data.itertuples(index=False)):
+        flag = "" if i % 7 == 0 else ("true" if i % 2 else "false")
+        day = "" if i % 9 == 0 else f"2024-01-{1 + i % 28:02d}"
+        colour = "" if i % 5 == 0 else row.colour
+        lines.append(f"{row.x},{flag},{day},,{colour},{row.target}")
+    return ("\n".join(lines) + "\n").encode()
+
+
 def parquet_bytes(tmp_path, seed: int) -> bytes:
     data = frame(seed)
     counts = pa.array([None if i % 7 == 0 else int(v) for i, v in enumerate(data["count"])])
@@ -75,6 +87,7 @@ CORPUS = {
     "pipe.txt": lambda tmp, seed: delimited(frame(seed), "|"),
     "quoted.csv": lambda tmp, seed: quoted_with_separators_and_newlines(seed),
     "bom-crlf.csv": lambda tmp, seed: delimited(frame(seed), ";", crlf=True, bom=True),
+    "mixed-types.csv": lambda tmp, seed: mixed_types(seed),
     "dictionary-nullable.parquet": parquet_bytes,
 }
 
