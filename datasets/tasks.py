@@ -46,18 +46,20 @@ class DatasetStep(Task):
         services.dataset_fail(dataset_id=dataset_id, reason=reason)
 
 
+# Both steps are idempotent, so they are acknowledged late and redelivered if a worker dies:
+# processing starts over and first unpins what an interrupted attempt pinned; registering sends
+# an intent once, and its status move is guarded.
+STEP_OPTIONS = {
+    "base": DatasetStep, "ignore_result": True, "retry_backoff": 2, "retry_backoff_max": 120,
+    "retry_jitter": True, "acks_late": True, "reject_on_worker_lost": True,
+}  # fmt: skip
+
+
 @shared_task(
-    base=DatasetStep,
+    **STEP_OPTIONS,
     name="datasets.process",
-    ignore_result=True,
     autoretry_for=IPFS_OUTAGES,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
     max_retries=6,
-    # Idempotent: a re-run starts over and first unpins what an interrupted run pinned.
-    acks_late=True,
-    reject_on_worker_lost=True,
     soft_time_limit=settings.DATASET_PROCESS_SOFT_TIME_LIMIT,
     time_limit=settings.DATASET_PROCESS_TIME_LIMIT,
 )
@@ -66,17 +68,10 @@ def process_dataset(dataset_id: int) -> None:
 
 
 @shared_task(
-    base=DatasetStep,
+    **STEP_OPTIONS,
     name="datasets.register",
-    ignore_result=True,
     autoretry_for=CHAIN_OUTAGES,
-    retry_backoff=2,
-    retry_backoff_max=120,
-    retry_jitter=True,
     max_retries=8,
-    # Idempotent: the sender sends an intent once, and the status move is guarded.
-    acks_late=True,
-    reject_on_worker_lost=True,
     soft_time_limit=settings.DATASET_REGISTER_SOFT_TIME_LIMIT,
     time_limit=settings.DATASET_REGISTER_TIME_LIMIT,
 )
