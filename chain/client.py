@@ -158,4 +158,3 @@ def decode_revert(exc: Exception) -> tuple[str, tuple]:
             name, types = match
             return name, tuple(decode(types, raw[4:]))
     return type(exc).__name__, (str(exc),)
-

@@ -4,19 +4,84 @@ from __future__ import annotations
 
 from django.template.defaultfilters import filesizeformat
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
+from drf_spectacular.utils import (
+    OpenApiParameter,
+    OpenApiRequest,
+    extend_schema,
+    extend_schema_field,
+    inline_serializer,
+)
 from rest_framework import permissions, serializers
 from rest_framework import status as http
-from rest_framework.pagination import PageNumberPagination
-from rest_framework.parsers import FormParser, MultiPartParser
+from rest_framework.parsers import MultiPartParser
 from rest_framework.response import Response
-from rest_framework.utils.urls import remove_query_param, replace_query_param
 from rest_framework.views import APIView
 
 from datasets import selectors, services
+from datasets.models import LICENSES, MAX_PRICE_WEI
 from datasets.uploads import REFUSED_ATTRIBUTE
+from marketplace.api import (
+    DB_ID_MAX,
+    HEX_SIGNATURE,
+    JSON_BODY,
+    MAX_PAGE,
+    MAX_PAGE_SIZE,
+    NO_NUL_SCHEMA,
+    PUBLIC,
+    SIGNATURE_REFUSAL,
+    SIGNED_IN,
+    PageParams,
+    TextField,
+    WholeNumberField,
+    checked_page,
+    no_such_page,
+    page_answer,
+    paginated,
+    record_id,
+    responses,
+)
 from marketplace.errors import ApplicationError
 
+LICENSE_CODES = [code for code, _ in LICENSES]
+# One tag: what datasets.services.parse_tags accepts once it lower-cases and collapses spaces.
+_TAG = r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,31}"
+TAG_LIST = rf"\A *(?:{_TAG} *(?:, *{_TAG} *){{0,{services.MAX_TAGS - 1}}})?\Z"
+UPLOAD_NAMES = ", ".join(sorted(services.ACCEPTED_EXTENSIONS))
+
+# --- what the answers hold ----------------------------------------------------------------------
+
+OwnerOut = inline_serializer(
+    "DatasetOwner",
+    {"address": serializers.CharField(), "did": serializers.CharField(allow_null=True)},
+)
+SUMMARY_FIELDS = {
+    "id": serializers.IntegerField(),
+    "title": serializers.CharField(),
+    "excerpt": serializers.CharField(),
+    "license": serializers.CharField(),
+    "tags": serializers.ListField(child=serializers.CharField()),
+    "price_wei": serializers.CharField(help_text="wei, as decimal digits"),
+    "owner": OwnerOut,
+    "rows": serializers.IntegerField(allow_null=True),
+    "columns": serializers.IntegerField(allow_null=True),
+    "status": serializers.CharField(),
+    "stage": serializers.CharField(),
+    "progress": serializers.IntegerField(),
+    "status_message": serializers.CharField(),
+    "cid": serializers.CharField(allow_null=True),
+    "listing_id": serializers.IntegerField(allow_null=True),
+    "created": serializers.DateTimeField(),
+    "listed_at": serializers.DateTimeField(allow_null=True),
+}
+PageOut = inline_serializer(
+    "DatasetPage",
+    {
+        "count": serializers.IntegerField(),
+        "next": serializers.CharField(allow_null=True),
+        "previous": serializers.CharField(allow_null=True),
+        "results": inline_serializer("DatasetSummary", SUMMARY_FIELDS, many=True),
+    },
+)
 Created = inline_serializer(
     "DatasetCreated",
     {
@@ -25,25 +90,61 @@ Created = inline_serializer(
         "url": serializers.CharField(),
     },
 )
-LIST_PARAMETERS = [
-    OpenApiParameter("search", str, description="words in title, description, tags, columns"),
-    OpenApiParameter("license", str, description="an SPDX identifier"),
-    OpenApiParameter("tag", str),
-    OpenApiParameter("owner", str, description="address or did:ethr"),
-    OpenApiParameter("min_rows", int),
-    OpenApiParameter("max_price_wei", str),
-    OpenApiParameter(
-        "ordering", str, enum=["created", "-created", "price_wei", "-price_wei", "rows", "-rows"]
-    ),
-    OpenApiParameter("page", int),
-    OpenApiParameter("page_size", int, description="at most 100"),
+SignatureAccepted = inline_serializer(
+    "DatasetSignatureAccepted",
+    {"id": serializers.IntegerField(), "status": serializers.CharField()},
+)
+DatasetIdParameter = record_id("id", "A dataset's id.")
+
+
+# --- query parameters, checked as documented -----------------------------------------------------
+
+
+class BrowseParams(PageParams):
+    search = TextField(
+        max_length=200, allow_blank=True, required=False,
+        help_text="Words in the title, description, tags or column names; all must appear.",
+    )  # fmt: skip
+    license = serializers.ChoiceField(
+        choices=LICENSE_CODES, allow_blank=True, required=False, help_text="An SPDX identifier."
+    )
+    tag = TextField(max_length=40, allow_blank=True, required=False)
+    owner = TextField(
+        max_length=80, allow_blank=True, required=False, help_text="An address or a did:ethr."
+    )
+    min_rows = WholeNumberField(as_text=True, min_value=0, max_value=10**18 - 1, required=False)
+    max_price_wei = TextField(
+        pattern=r"\A[0-9]{0,78}\Z", allow_blank=True, required=False, help_text="wei, in digits"
+    )
+    ordering = serializers.ChoiceField(
+        choices=list(selectors.ORDERINGS), allow_blank=True, required=False
+    )
+
+
+def _query(name: str, schema: dict, description: str = "") -> OpenApiParameter:
+    return OpenApiParameter(name, schema, OpenApiParameter.QUERY, description=description)
+
+
+TEXT_QUERY = {"type": "string", "pattern": NO_NUL_SCHEMA}
+PAGE_QUERY = [
+    _query("page", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE}),
+    _query("page_size", {"type": "integer", "minimum": 1, "maximum": MAX_PAGE_SIZE}),
 ]
-
-
-class DatasetPagination(PageNumberPagination):
-    page_size = 20
-    page_size_query_param = "page_size"
-    max_page_size = 100
+# Documented one by one: an empty value means "any", which a serializer's blank rule would not say.
+BROWSE_QUERY = [
+    _query(
+        "search",
+        {**TEXT_QUERY, "maxLength": 200},
+        "Words in the title, description, tags or column names; all must appear.",
+    ),
+    _query("license", {"type": "string", "enum": ["", *LICENSE_CODES]}, "An SPDX identifier."),
+    _query("tag", {**TEXT_QUERY, "maxLength": 40}),
+    _query("owner", {**TEXT_QUERY, "maxLength": 80}, "An address or a did:ethr."),
+    _query("min_rows", {"type": "integer", "minimum": 0, "maximum": 10**18 - 1}),
+    _query("max_price_wei", {"type": "string", "pattern": "^[0-9]{0,78}$"}, "wei, in digits"),
+    _query("ordering", {"type": "string", "enum": ["", *selectors.ORDERINGS]}),
+    *PAGE_QUERY,
+]
 
 
 def upload_size_refusal(request) -> ApplicationError | None:
@@ -60,22 +161,52 @@ def upload_size_refusal(request) -> ApplicationError | None:
     )
 
 
+@extend_schema_field({"type": "string", "format": "binary", "minLength": 1})
+class UploadField(serializers.FileField):
+    """The file; the service names an empty one or one of another type in its refusal."""
+
+
+@extend_schema_field({"type": "string", "enum": LICENSE_CODES})
+class LicenseField(TextField):
+    """One of LICENSES; the service's refusal lists them."""
+
+
+@extend_schema_field({"type": "integer", "minimum": 0, "maximum": MAX_PRICE_WEI})
+class PriceWeiField(TextField):
+    """Whole wei up to what the registry holds, as digits; refused with the service's reasons."""
+
+    def to_internal_value(self, data):
+        value = super().to_internal_value(data)
+        services.parse_price_wei(value)  # its refusal says what is wrong
+        if not value.isascii() or not value.isdigit():  # e.g. " 5": the service would strip it
+            self.fail("invalid")
+        return value
+
+
 class DatasetListApi(APIView):
     """GET: listed datasets (public). POST (multipart): list a new dataset."""
 
-    parser_classes = [MultiPartParser, FormParser]
+    parser_classes = [MultiPartParser]
 
     class UploadInput(serializers.Serializer):
-        file = serializers.FileField(allow_empty_file=True)
-        title = serializers.CharField(max_length=200)
-        description = serializers.CharField(max_length=20_000, required=False, allow_blank=True)
-        # Validated by the service, so the messages are the same for the browser form.
-        license = serializers.CharField(max_length=64)
-        price_wei = serializers.CharField(max_length=100)
-        tags = serializers.ListField(
-            child=serializers.CharField(max_length=400, allow_blank=True), required=False
+        file = UploadField(
+            allow_empty_file=True,
+            help_text=f"CSV or Parquet; the part's filename ends in one of {UPLOAD_NAMES}.",
         )
-        parent = serializers.IntegerField(required=False, allow_null=True, min_value=1)
+        title = TextField(max_length=200)
+        description = TextField(
+            max_length=20_000, required=False, allow_blank=True, help_text="Markdown"
+        )
+        license = LicenseField(max_length=64)
+        price_wei = PriceWeiField(max_length=100)
+        tags = TextField(
+            pattern=TAG_LIST, required=False, allow_blank=True,
+            help_text=f"Up to {services.MAX_TAGS} tags, separated by commas.",
+        )  # fmt: skip
+        parent = WholeNumberField(
+            as_text=True, min_value=1, max_value=DB_ID_MAX, required=False,
+            help_text="One of your listed datasets that this one is a new version of.",
+        )  # fmt: skip
 
     def get_permissions(self):
         if self.request.method == "GET":
@@ -83,42 +214,38 @@ class DatasetListApi(APIView):
         return [permissions.IsAuthenticated()]
 
     @extend_schema(
-        operation_id="datasets_list", parameters=LIST_PARAMETERS, responses=OpenApiTypes.OBJECT
+        operation_id="datasets_list",
+        parameters=BROWSE_QUERY,
+        responses=responses({200: PageOut}, *PUBLIC, 400),
     )
     def get(self, request):
-        params = request.query_params
-        number = selectors.page_number(params.get("page"), default=1)
-        if number is None or number < 1:
-            raise ApplicationError("The page must be a whole number from 1.", {"code": "bad_page"})
-        size = selectors.page_number(params.get("page_size"), default=DatasetPagination.page_size)
-        page = selectors.browse_page(
-            params=params, number=number, page_size=size or DatasetPagination.page_size
-        )
+        number, size = checked_page(request.query_params, BrowseParams)
+        page = selectors.browse_page(params=request.query_params, number=number, page_size=size)
         if page.number != number:
-            raise ApplicationError(
-                f"There is no page {number}: the last is {page.num_pages}.",
-                {"code": "no_such_page", "last_page": page.num_pages},
-                status_code=http.HTTP_404_NOT_FOUND,
-            )
-        url = request.build_absolute_uri()
-        return Response(
-            {
-                "count": page.count,
-                "next": replace_query_param(url, "page", number + 1)
-                if number < page.num_pages
-                else None,
-                "previous": (
-                    remove_query_param(url, "page")
-                    if number == 2
-                    else replace_query_param(url, "page", number - 1)
-                )
-                if number > 1
-                else None,
-                "results": page.results,
-            }
+            raise no_such_page(number, page.num_pages)
+        return page_answer(
+            request, number=number, pages=page.num_pages, count=page.count, results=page.results
         )
 
-    @extend_schema(operation_id="datasets_create", request=UploadInput, responses={201: Created})
+    @extend_schema(
+        operation_id="datasets_create",
+        request=OpenApiRequest(
+            UploadInput,
+            encoding={
+                "file": {
+                    "contentType": "text/csv, application/vnd.apache.parquet, "
+                    "application/octet-stream",
+                    "headers": {
+                        "Content-Disposition": {
+                            "schema": {"type": "string"},
+                            "example": 'form-data; name="file"; filename="data.csv"',
+                        }
+                    },
+                }
+            },
+        ),
+        responses=responses({201: Created}, *SIGNED_IN, 400, 409, 413, 415, 503),
+    )
     def post(self, request):
         data = request.data  # parses the upload (streamed to disk)
         refusal = upload_size_refusal(request._request)
@@ -148,19 +275,30 @@ class DatasetListApi(APIView):
 class DatasetMineApi(APIView):
     """The signed-in owner's datasets, whatever their status."""
 
-    @extend_schema(operation_id="datasets_mine", responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="datasets_mine",
+        parameters=PAGE_QUERY,
+        responses=responses({200: PageOut}, *SIGNED_IN, 400),
+    )
     def get(self, request):
-        paginator = DatasetPagination()
-        page = paginator.paginate_queryset(
-            selectors.datasets_of_owner(owner=request.user), request, view=self
+        number, size = checked_page(request.query_params)
+        return paginated(
+            request,
+            selectors.datasets_of_owner(owner=request.user),
+            number=number,
+            size=size,
+            render=selectors.dataset_summary,
         )
-        return paginator.get_paginated_response([selectors.dataset_summary(d) for d in page])
 
 
 class DatasetDetailApi(APIView):
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(operation_id="datasets_retrieve", responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="datasets_retrieve",
+        parameters=[DatasetIdParameter],
+        responses=responses({200: OpenApiTypes.OBJECT}, *PUBLIC, 503),
+    )
     def get(self, request, pk: int):
         dataset = selectors.dataset_visible(dataset_id=pk, viewer=request.user)
         body = selectors.dataset_detail(dataset=dataset, viewer=request.user)
@@ -172,10 +310,17 @@ class DatasetDetailApi(APIView):
 
 class DatasetSignatureApi(APIView):
     class SignatureInput(serializers.Serializer):
-        signature = serializers.CharField(max_length=200)
+        signature = TextField(
+            pattern=HEX_SIGNATURE,
+            refusal=SIGNATURE_REFUSAL,
+            help_text="The owner's eth_signTypedData_v4 signature.",
+        )
 
     @extend_schema(
-        operation_id="datasets_signature", request=SignatureInput, responses=OpenApiTypes.OBJECT
+        operation_id="datasets_signature",
+        parameters=[DatasetIdParameter],
+        request=SignatureInput,
+        responses=responses({202: SignatureAccepted}, *SIGNED_IN, *JSON_BODY, 409, 503),
     )
     def post(self, request, pk: int):
         form = self.SignatureInput(data=request.data)
@@ -191,7 +336,12 @@ class DatasetVerifyApi(APIView):
 
     permission_classes = [permissions.AllowAny]
 
-    @extend_schema(operation_id="datasets_verify", request=None, responses=OpenApiTypes.OBJECT)
+    @extend_schema(
+        operation_id="datasets_verify",
+        parameters=[DatasetIdParameter],
+        request=None,
+        responses=responses({200: OpenApiTypes.OBJECT}, *PUBLIC, 409, 503),
+    )
     def post(self, request, pk: int):
         dataset = selectors.dataset_visible(dataset_id=pk, viewer=request.user)
         return Response(selectors.dataset_verify(dataset=dataset))

@@ -114,6 +114,8 @@ def browse_query(params) -> BrowseQuery:
     for name, limit in (("search", 200), ("tag", 40), ("owner", 80)):
         if len(params.get(name) or "") > limit:
             raise _refuse_filter(name, f"at most {limit} characters.")
+        if "\x00" in (params.get(name) or ""):  # the database cannot compare it
+            raise _refuse_filter(name, "it holds a NUL character.")
     license = (params.get("license") or "").strip()
     if license and license not in LICENSE_NAMES:
         raise _refuse_filter(

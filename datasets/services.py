@@ -156,7 +156,11 @@ def dataset_create(
     if parent_id not in (None, ""):
         parent = Dataset.objects.filter(pk=parent_id).first()
         if parent is None:
-            raise refuse(f"There is no dataset #{parent_id} to be the parent.", "bad_parent")
+            raise refuse(
+                f"There is no dataset #{parent_id} to be the parent.",
+                "bad_parent",
+                http.HTTP_404_NOT_FOUND,
+            )
         if parent.owner_id != owner.pk:
             raise refuse(
                 f"Dataset #{parent.pk} belongs to another owner: a new version can only follow "

@@ -6,7 +6,6 @@ import base64
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
-from urllib.parse import urlparse
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -26,6 +25,11 @@ from marketplace.errors import refuse
 from marketplace.models import DidEvent, LoginNonce, User
 
 SIGNATURE_PATTERN = re.compile(r"^0x[0-9a-fA-F]{130}$")
+# What the profile page may publish (the API documents the same patterns).
+SERVICE_ENDPOINT_PATTERN = r"\Ahttps?://[A-Za-z0-9._~%!$&'()*+,;=:@-]+(?:[/?#][^\s\x00]*)?\Z"
+ENCRYPTION_KEY_PATTERN = r"\A[A-Za-z0-9+/]{43}=\Z"  # 32 bytes in base64
+# A well-formed sign-in whose message or signature does not verify: the credentials are refused.
+NOT_VERIFIED = status.HTTP_401_UNAUTHORIZED
 CLOCK_SKEW = timedelta(minutes=1)
 # How long published DID attributes stay valid (the registry needs a validity).
 ATTRIBUTE_VALIDITY_SECONDS = 10 * 365 * 24 * 3600
@@ -52,65 +56,80 @@ def identity_sign_in(*, message: str, signature: str, domain: str, origin: str) 
     user. `domain` is the host the request came to, `origin` its scheme://host."""
     if not isinstance(message, str) or not message.strip():
         raise refuse("The sign-in message is missing.", "message_missing")
+    if not isinstance(signature, str) or not SIGNATURE_PATTERN.match(signature):
+        raise refuse(
+            "The signature is malformed: expected 0x and 130 hex digits.", "signature_malformed"
+        )
     try:
         siwe = SiweMessage.from_message(message=message)
     except Exception:  # the parser raises several error types for malformed text
         raise refuse(
             "The sign-in message is not a valid Sign-In with Ethereum (EIP-4361) message.",
             "message_malformed",
+            NOT_VERIFIED,
         ) from None
     if siwe.domain != domain:
         raise refuse(
             f"This message is for {siwe.domain}, not for {domain}: sign in from this site.",
             "wrong_domain",
+            NOT_VERIFIED,
         )
     if not str(siwe.uri).startswith(origin):
-        raise refuse(f"The message's URI {siwe.uri} is not on {origin}.", "wrong_uri")
+        raise refuse(f"The message's URI {siwe.uri} is not on {origin}.", "wrong_uri", NOT_VERIFIED)
     if siwe.chain_id != settings.CHAIN_ID:
         raise refuse(
             f"The message was signed for chain {siwe.chain_id}; this marketplace runs on chain "
             f"{settings.CHAIN_ID}. Switch your wallet's network and sign again.",
             "wrong_chain",
+            NOT_VERIFIED,
         )
 
     now = timezone.now()
     nonce = LoginNonce.objects.select_for_update().filter(value=siwe.nonce).first()
     if nonce is None:
-        raise refuse("Unknown nonce: ask for a new one and sign again.", "unknown_nonce")
+        raise refuse(
+            "Unknown nonce: ask for a new one and sign again.", "unknown_nonce", NOT_VERIFIED
+        )
     if nonce.used_at is not None:
-        raise refuse("This sign-in message was already used: sign a new one.", "nonce_used")
+        raise refuse(
+            "This sign-in message was already used: sign a new one.", "nonce_used", NOT_VERIFIED
+        )
     ttl = timedelta(seconds=settings.SIWE_NONCE_TTL_SECONDS)
     if nonce.created + ttl < now:
-        raise refuse("The nonce has expired (10 minutes): sign a new message.", "nonce_expired")
+        raise refuse(
+            "The nonce has expired (10 minutes): sign a new message.", "nonce_expired", NOT_VERIFIED
+        )
 
     issued_at = _parse_time(siwe.issued_at)
     if issued_at > now + CLOCK_SKEW:
-        raise refuse("The message's issued-at time is in the future.", "issued_in_future")
+        raise refuse(
+            "The message's issued-at time is in the future.", "issued_in_future", NOT_VERIFIED
+        )
     if issued_at + ttl < now:
-        raise refuse("The message was issued too long ago: sign a new one.", "message_expired")
+        raise refuse(
+            "The message was issued too long ago: sign a new one.", "message_expired", NOT_VERIFIED
+        )
     expiration = _parse_time(siwe.expiration_time)
     if expiration is not None and expiration <= now:
-        raise refuse("The sign-in message has expired: sign a new one.", "message_expired")
+        raise refuse(
+            "The sign-in message has expired: sign a new one.", "message_expired", NOT_VERIFIED
+        )
     not_before = _parse_time(siwe.not_before)
     if not_before is not None and not_before > now + CLOCK_SKEW:
-        raise refuse("The sign-in message is not valid yet.", "not_yet_valid")
+        raise refuse("The sign-in message is not valid yet.", "not_yet_valid", NOT_VERIFIED)
 
-    if not isinstance(signature, str) or not SIGNATURE_PATTERN.match(signature):
-        raise refuse(
-            "The signature is malformed: expected 0x and 130 hex digits.", "signature_malformed"
-        )
     try:
         # Recover from the exact text the wallet signed (EIP-191 personal_sign).
         signer = Account.recover_message(encode_defunct(text=message), signature=signature)
     except Exception:
         raise refuse(
-            "The signature is malformed: it recovers no key.", "signature_malformed"
+            "The signature is malformed: it recovers no key.", "signature_malformed", NOT_VERIFIED
         ) from None
     if signer != siwe.address:
         raise refuse(
             f"The signature was not made by {siwe.address}.",
             "wrong_signer",
-            status.HTTP_401_UNAUTHORIZED,
+            NOT_VERIFIED,
         )
 
     LoginNonce.objects.filter(pk=nonce.pk, used_at__isnull=True).update(used_at=now)
@@ -156,17 +175,14 @@ def did_attribute_request(*, user: User, kind: str, value: str) -> TxRequest:
     """The `setAttribute` transaction the user sends from their own wallet."""
     if kind == "service":
         endpoint = (value or "").strip()
-        parsed = urlparse(endpoint)
-        if parsed.scheme not in {"http", "https"} or not parsed.netloc:
+        if not re.match(SERVICE_ENDPOINT_PATTERN, endpoint):
             raise refuse("The service endpoint must be an http(s) URL.", "bad_endpoint")
         if len(endpoint) > 500:
             raise refuse("The service endpoint is longer than 500 characters.", "bad_endpoint")
         name, raw = SERVICE_ATTRIBUTE, endpoint.encode()
     elif kind == "encryption_key":
-        try:
-            raw = base64.b64decode((value or "").strip(), validate=True)
-        except ValueError:
-            raw = b""
+        key = (value or "").strip()
+        raw = base64.b64decode(key) if re.match(ENCRYPTION_KEY_PATTERN, key) else b""
         if len(raw) != 32:
             raise refuse(
                 "The encryption key must be an X25519 public key: 32 bytes in base64.", "bad_key"

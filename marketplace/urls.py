@@ -1,8 +1,11 @@
 from django.contrib import admin
-from django.urls import include, path
-from drf_spectacular.views import SpectacularAPIView
+from django.urls import include, path, register_converter
 
 from marketplace import api, views
+
+# Ids in paths: digits the database can hold; a longer one matches no route (a 404).
+register_converter(api.RecordIdConverter, "id")
+handler404 = "marketplace.views.not_found"
 
 api_urls = [
     path("api/auth/nonce", api.NonceApi.as_view(), name="api-auth-nonce"),
@@ -13,7 +16,7 @@ api_urls = [
         "api/me/did-attributes", api.DidAttributeRequestApi.as_view(), name="api-me-did-attributes"
     ),
     path("api/dids/<str:did>", api.DidDocumentApi.as_view(), name="api-did-document"),
-    path("api/schema", SpectacularAPIView.as_view(), name="api-schema"),
+    path("api/schema", views.SchemaApi.as_view(), name="api-schema"),
 ]
 
 urlpatterns = [

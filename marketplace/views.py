@@ -4,10 +4,23 @@ from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_POST
+from django.views.defaults import page_not_found
+from drf_spectacular.types import OpenApiTypes
+from drf_spectacular.utils import OpenApiParameter, OpenApiResponse, extend_schema
+from drf_spectacular.views import SpectacularAPIView
 
-from marketplace import selectors
+from marketplace import api, selectors
 from marketplace.health import system_health
 from marketplace.models import User
+
+
+def not_found(request, exception=None):
+    """A path that matches no route: the API's error body under /api/, the page elsewhere."""
+    if request.path.startswith("/api/"):
+        return JsonResponse(
+            {"message": "There is no such resource.", "extra": {"code": "not_found"}}, status=404
+        )
+    return page_not_found(request, exception)
 
 
 def home(request):
@@ -85,3 +98,35 @@ def public_profile(request, address: str):
         "marketplace/public_profile.html",
         {"profile": selectors.identity_profile(user), "did": selectors.identity_did(user)},
     )
+
+
+SCHEMA_MEDIA_TYPES = (
+    "application/vnd.oai.openapi",
+    "application/yaml",
+    "application/vnd.oai.openapi+json",
+    "application/json",
+)
+
+
+class SchemaApi(SpectacularAPIView):
+    """This API's OpenAPI 3 schema: YAML, or JSON with ?format=json; errors come in the same
+    media type as the schema would."""
+
+    @extend_schema(
+        parameters=[
+            OpenApiParameter("format", {"type": "string", "enum": ["json", "yaml"]}),
+            OpenApiParameter(
+                "lang", {"type": "string"}, description="A language; others give the default."
+            ),
+        ],
+        responses={
+            **{(200, media): OpenApiTypes.OBJECT for media in SCHEMA_MEDIA_TYPES},
+            **{
+                (code, media): OpenApiResponse(api.ErrorSerializer, api.ERROR_DESCRIPTIONS[code])
+                for code in api.PUBLIC
+                for media in SCHEMA_MEDIA_TYPES
+            },
+        },
+    )
+    def get(self, request, *args, **kwargs):
+        return super().get(request, *args, **kwargs)

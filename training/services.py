@@ -122,7 +122,7 @@ def training_run_create(
     found = {d.pk: d for d in Dataset.objects.filter(pk__in=dataset_ids).select_related("owner")}
     missing = [i for i in dataset_ids if i not in found]
     if missing:
-        raise refuse(f"Unknown dataset {', '.join(map(str, missing))}.", "unknown_dataset")
+        raise refuse(f"There is no dataset {', '.join(map(str, missing))}.", "unknown_dataset", 404)
     unlisted = [i for i in dataset_ids if found[i].status != Dataset.Status.LISTED]
     if unlisted:
         raise refuse(

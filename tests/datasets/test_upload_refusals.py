@@ -86,7 +86,7 @@ def test_a_parent_owned_by_someone_else_is_refused(api, nothing_left):
 
 
 def test_a_parent_that_does_not_exist_is_refused(api, nothing_left):
-    refused(post_dataset(api, measurements_csv(seed=16), parent=999999), 400, "no dataset #999999")
+    refused(post_dataset(api, measurements_csv(seed=16), parent=999999), 404, "no dataset #999999")
 
 
 def test_missing_fields_are_named(api, nothing_left):

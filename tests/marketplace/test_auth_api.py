@@ -106,15 +106,15 @@ def _expired_nonce(api) -> str:
 
 
 BAD_SIGN_INS = {
-    "unknown nonce": (lambda api: siwe_text(nonce="a1b2c3d4e5f6a7b8"), None, 400, "unknown_nonce"),
-    "expired nonce": (lambda api: siwe_text(nonce=_expired_nonce(api)), None, 400, "nonce_expired"),
+    "unknown nonce": (lambda api: siwe_text(nonce="a1b2c3d4e5f6a7b8"), None, 401, "unknown_nonce"),
+    "expired nonce": (lambda api: siwe_text(nonce=_expired_nonce(api)), None, 401, "nonce_expired"),
     "expired message": (
         lambda api: siwe_text(
             nonce=new_nonce(api),
             issued_at=datetime.now(UTC) - timedelta(minutes=5),
             expiration=datetime.now(UTC) - timedelta(minutes=1),
         ),
-        None, 400, "message_expired",
+        None, 401, "message_expired",
     ),
     "issued long ago": (
         lambda api: siwe_text(
@@ -122,18 +122,18 @@ BAD_SIGN_INS = {
             issued_at=datetime.now(UTC) - timedelta(hours=1),
             expiration=datetime.now(UTC) + timedelta(hours=1),
         ),
-        None, 400, "message_expired",
+        None, 401, "message_expired",
     ),
     "another domain": (
         lambda api: siwe_text(
             nonce=new_nonce(api), domain="evil.example", uri="https://evil.example"
         ),
-        None, 400, "wrong_domain",
+        None, 401, "wrong_domain",
     ),
     "another chain": (
-        lambda api: siwe_text(nonce=new_nonce(api), chain_id=1), None, 400, "wrong_chain"
+        lambda api: siwe_text(nonce=new_nonce(api), chain_id=1), None, 401, "wrong_chain"
     ),
-    "malformed message": (lambda api: "please let me in", None, 400, "message_malformed"),
+    "malformed message": (lambda api: "please let me in", None, 401, "message_malformed"),
     "another key": (lambda api: siwe_text(nonce=new_nonce(api)), MALLORY_KEY, 401, "wrong_signer"),
     "malformed signature": (
         lambda api: siwe_text(nonce=new_nonce(api)), "0x1234", 400, "signature_malformed"
@@ -165,8 +165,19 @@ def test_replayed_sign_in_is_refused(api):
 
     replay = login(api, text, sign(text))
 
-    assert replay.status_code == 400
+    assert replay.status_code == 401
     assert replay.json()["extra"]["code"] == "nonce_used"
+
+
+def test_a_partial_profile_update_changes_only_what_it_names(api):
+    text = siwe_text(nonce=new_nonce(api))
+    api.credentials(HTTP_AUTHORIZATION=f"Token {login(api, text, sign(text)).json()['token']}")
+    api.patch("/api/me", {"display_name": "Alice"}, format="json")
+
+    response = api.patch("/api/me", {}, format="json")
+
+    assert response.status_code == 200
+    assert response.json()["display_name"] == "Alice"
 
 
 def test_missing_fields_are_named(api):

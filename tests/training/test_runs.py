@@ -208,7 +208,7 @@ def test_regression_runs_report_regression_metrics(buyer_api, diabetes_dataset, 
 
 
 BAD_REQUESTS = [
-    (lambda d: {"dataset_ids": [999999]}, 400, "unknown_dataset"),
+    (lambda d: {"dataset_ids": [999999]}, 404, "unknown_dataset"),
     (lambda d: {"target_column": "no_such_column"}, 400, "missing_target"),
     (lambda d: {"model": "neural_net"}, 400, "unknown_model"),
     (lambda d: {"dataset_ids": []}, 400, None),

@@ -177,7 +177,11 @@ def test_a_second_message_for_a_run_another_task_took_trains_nothing(buyer_api, 
 
 @pytest.mark.django_db(transaction=True)
 def test_a_payment_seen_while_the_queue_is_down_is_trained_once_it_is_back(
-    buyer_api, cancer_datasets, celery_worker, settings, closed_url  # noqa: F811
+    buyer_api,
+    cancer_datasets,
+    celery_worker,
+    settings,
+    closed_url,  # noqa: F811
 ):
     from tests.marketplace.test_outages import redis_down
 
