@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import re
 
+from django.conf import settings
 from django.contrib.auth import login, logout
 from django.core.paginator import Paginator
 from django.core.validators import RegexValidator
@@ -20,7 +21,7 @@ from drf_spectacular.utils import (
     inline_serializer,
 )
 from rest_framework import permissions, serializers
-from rest_framework.authentication import TokenAuthentication
+from rest_framework.authentication import CSRFCheck, TokenAuthentication
 from rest_framework.fields import empty
 from rest_framework.response import Response
 from rest_framework.utils import html
@@ -339,7 +340,8 @@ class NonceApi(APIView):
 class LoginApi(APIView):
     """POST {"message": <EIP-4361 text>, "signature": "0x..."} -> {"token", "did", "address"}.
     With "session": true (the browser), a session cookie is set instead of returning a token.
-    A well-formed request whose sign-in does not verify is a 401 naming the reason."""
+    A well-formed request whose sign-in does not verify is a 401 naming the reason; a session
+    sign-in without the sign-in page's CSRF token, or from another origin, is a 403."""
 
     permission_classes = [permissions.AllowAny]
     authentication_classes: list = []
@@ -369,16 +371,16 @@ class LoginApi(APIView):
             *COMMON,
             *JSON_BODY,
             401,
+            403,
         ),
     )
     def post(self, request):
         data = self.LoginInput(data=request.data)
         data.is_valid(raise_exception=True)
+        if data.validated_data["session"]:
+            session_sign_in_allowed(request)
         user = services.identity_sign_in(
-            message=data.validated_data["message"],
-            signature=data.validated_data["signature"],
-            domain=request.get_host(),
-            origin=f"{request.scheme}://{request.get_host()}",
+            message=data.validated_data["message"], signature=data.validated_data["signature"]
         )
         body = {"did": selectors.identity_did(user), "address": user.address}
         if data.validated_data["session"]:
@@ -386,6 +388,28 @@ class LoginApi(APIView):
         else:
             body["token"] = services.api_token_for(user)
         return Response(body)
+
+
+def session_sign_in_allowed(request) -> None:
+    """A session sign-in comes from this site's own page: from the public origin, with the CSRF
+    token of the sign-in page. A form or script on another site signs nobody in (login CSRF)."""
+    origin = request.headers.get("Origin")
+    if origin is not None and origin.rstrip("/") != settings.PUBLIC_ORIGIN:
+        raise ApplicationError(
+            f"A browser sign-in must come from {settings.PUBLIC_ORIGIN}, not from {origin[:80]}.",
+            {"code": "wrong_origin"},
+            status_code=403,
+        )
+    check = CSRFCheck(lambda _: None)
+    check.process_request(request._request)  # reads the CSRF cookie
+    reason = check.process_view(request._request, None, (), {})
+    if reason is not None:
+        raise ApplicationError(
+            "The sign-in page's security token is missing or stale: reload the page and sign in "
+            "again.",
+            {"code": "csrf_failed"},
+            status_code=403,
+        )
 
 
 class LogoutApi(APIView):

@@ -10,6 +10,7 @@ def marketplace(request) -> dict:
         did_for(user.address, settings.CHAIN_ID) if user and getattr(user, "address", None) else ""
     )
     return {
+        "csp_nonce": getattr(request, "csp_nonce", ""),  # for a page's own inline script
         "chain_id": settings.CHAIN_ID,
         "dev_chain": dev_chain,
         "current_did": did,

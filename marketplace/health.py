@@ -6,6 +6,7 @@ makes the page say so quickly instead of hanging it.
 
 from __future__ import annotations
 
+import re
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
@@ -64,7 +65,6 @@ def _probe_chain() -> PartHealth:
         {
             "chain_id": settings.CHAIN_ID,
             "latest_block": w3.eth.block_number,
-            "rpc_url": settings.CHAIN_RPC_URL,
         },
     )
 
@@ -74,9 +74,7 @@ def _probe_ipfs() -> PartHealth:
 
     with ipfs_client(timeout=settings.HEALTH_TIMEOUT_SECONDS) as client:
         version = client.version()
-    return PartHealth(
-        "ipfs", True, {"version": version["Version"], "api_url": settings.IPFS_API_URL}
-    )
+    return PartHealth("ipfs", True, {"version": version["Version"]})
 
 
 def _probe_contracts(deployments: dict[str, str]) -> PartHealth:
@@ -109,9 +107,24 @@ def _run(name: str, probe, *args) -> PartHealth:
         return PartHealth(name, False, {}, _describe(exc))
 
 
+# Node and broker addresses may carry credentials (a provider's API key in its URL, a Redis
+# password): an error is published by its kind, and any other text without addresses or paths.
+_ADDRESSES = re.compile(
+    r"[a-z][a-z0-9+.-]*://\S+|url: \S+|host='[^']*'|port=\d+|\b\d{1,3}(?:\.\d{1,3}){3}(?::\d+)?"
+    r"|\[[0-9a-f:]+\](?::\d+)?|\blocalhost(?::\d+)?",
+    re.IGNORECASE,
+)
+
+
 def _describe(exc: Exception) -> str:
+    from marketplace.errors import NodeUnavailable
+
+    kind = type(exc).__name__
+    if isinstance(exc, NodeUnavailable | OSError | TimeoutError) or "Connection" in kind:
+        return f"does not answer ({kind})"
     text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-    return f"{type(exc).__name__}: {text}"[:300] if text else type(exc).__name__
+    text = _ADDRESSES.sub("[address withheld]", text)
+    return f"{kind}: {text}"[:300] if text else kind
 
 
 def system_health() -> dict:

@@ -6,6 +6,7 @@ import base64
 import re
 import secrets
 from datetime import UTC, datetime, timedelta
+from urllib.parse import urlsplit
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
@@ -51,9 +52,12 @@ def _parse_time(value) -> datetime | None:
 
 
 @transaction.atomic
-def identity_sign_in(*, message: str, signature: str, domain: str, origin: str) -> User:
+def identity_sign_in(*, message: str, signature: str) -> User:
     """Verify an EIP-4361 message signed by a wallet and return (creating on first sign-in) its
-    user. `domain` is the host the request came to, `origin` its scheme://host."""
+    user. The message must name this marketplace's public origin (PUBLIC_ORIGIN), whatever Host
+    the request came with."""
+    origin = settings.PUBLIC_ORIGIN
+    domain = urlsplit(origin).netloc
     if not isinstance(message, str) or not message.strip():
         raise refuse("The sign-in message is missing.", "message_missing")
     if not isinstance(signature, str) or not SIGNATURE_PATTERN.match(signature):
@@ -74,7 +78,7 @@ def identity_sign_in(*, message: str, signature: str, domain: str, origin: str) 
             "wrong_domain",
             NOT_VERIFIED,
         )
-    if not str(siwe.uri).startswith(origin):
+    if str(siwe.uri) != origin and not str(siwe.uri).startswith(origin + "/"):
         raise refuse(f"The message's URI {siwe.uri} is not on {origin}.", "wrong_uri", NOT_VERIFIED)
     if siwe.chain_id != settings.CHAIN_ID:
         raise refuse(
@@ -152,9 +156,12 @@ def user_for_address(*, address: str) -> User:
     return user
 
 
+@transaction.atomic
 def api_token_for(user: User) -> str:
-    token, _ = Token.objects.get_or_create(user=user)
-    return token.key
+    """A new API token for `user` (a sign-in never hands out an earlier one); it lasts
+    API_TOKEN_TTL_DAYS."""
+    Token.objects.filter(user=user).delete()
+    return Token.objects.create(user=user).key
 
 
 def api_token_revoke(user: User) -> None:

@@ -33,6 +33,17 @@ else:
         raise SettingError("DJANGO_SECRET_KEY is too weak: expected at least 50 random characters")
     ALLOWED_HOSTS = [h.strip() for h in env_str("DJANGO_ALLOWED_HOSTS").split(",") if h.strip()]
 
+# The origin users open the marketplace at (scheme://host[:port]). A Sign-In with Ethereum message
+# must name exactly this domain and URI, and a browser's session sign-in must come from it, so a
+# message signed for another site, or a form on another site, never signs anyone in here.
+PUBLIC_ORIGIN = env_url(
+    "MARKETPLACE_PUBLIC_ORIGIN",
+    f"http://127.0.0.1:{env_int('WEB_PORT', 8000, minimum=1)}"
+    if DEBUG
+    else f"https://{ALLOWED_HOSTS[0] if ALLOWED_HOSTS else 'localhost'}",
+    schemes=("http", "https"),
+).rstrip("/")
+
 INSTALLED_APPS = [
     "django.contrib.admin",
     "django.contrib.auth",
@@ -52,6 +63,7 @@ INSTALLED_APPS = [
 
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
+    "marketplace.middleware.SecurityHeadersMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
@@ -137,7 +149,7 @@ if not DEBUG:
 REST_FRAMEWORK = {
     # Token first, so that a request without credentials gets 401 with a WWW-Authenticate header.
     "DEFAULT_AUTHENTICATION_CLASSES": [
-        "rest_framework.authentication.TokenAuthentication",
+        "marketplace.authentication.ExpiringTokenAuthentication",
         "rest_framework.authentication.SessionAuthentication",
     ],
     "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
@@ -196,6 +208,8 @@ CHAIN_TX_REPLACE_AFTER_SECONDS = env_int("CHAIN_TX_REPLACE_AFTER_SECONDS", 30, m
 CHAIN_TX_WAIT_SECONDS = env_int("CHAIN_TX_WAIT_SECONDS", 120, minimum=1)
 # Sign-In with Ethereum: how long a nonce (and a signed message) stays valid.
 SIWE_NONCE_TTL_SECONDS = 600
+# How long an API token lasts; a sign-in issues a new one and sign-out revokes it.
+API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 30, minimum=1)
 
 # The IPFS node (any node speaking the standard /api/v0 RPC API).
 IPFS_API_URL = env_url("IPFS_API_URL", "http://127.0.0.1:5001", schemes=("http", "https"))

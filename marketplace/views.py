@@ -3,6 +3,8 @@ from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
+from django.utils.http import url_has_allowed_host_and_scheme
+from django.views.decorators.csrf import ensure_csrf_cookie
 from django.views.decorators.http import require_POST
 from django.views.defaults import page_not_found
 from drf_spectacular.types import OpenApiTypes
@@ -63,10 +65,20 @@ def status_page(request):
     )
 
 
+def local_path(value: str | None) -> str:
+    """`value` if it is a path on this site, else "": a sign-in never sends anyone to another
+    origin or to a javascript: URL."""
+    if not value or not value.startswith("/") or value.startswith(("//", "/\\")):
+        return ""
+    return value if url_has_allowed_host_and_scheme(value, allowed_hosts=None) else ""
+
+
+@ensure_csrf_cookie  # the page's script sends it back with the session sign-in
 def signin(request):
+    after = local_path(request.GET.get("next"))
     if request.user.is_authenticated and request.user.address:
-        return redirect(request.GET.get("next") or "profile")
-    return render(request, "marketplace/signin.html", {"next": request.GET.get("next", "")})
+        return redirect(after or "profile")
+    return render(request, "marketplace/signin.html", {"next": after})
 
 
 @require_POST

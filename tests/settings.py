@@ -11,3 +11,6 @@ os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"tests-{uuid.uuid4().hex[:12
 from marketplace.settings import *  # noqa: E402,F403
 
 PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]
+
+# The origin the test client's requests name (Django's test client sends Host: testserver).
+PUBLIC_ORIGIN = "http://testserver"

@@ -217,6 +217,16 @@
       return data;
     },
 
+    /* `next` if it is a path on this site, else "": never another origin or a javascript: URL. */
+    localPath(next) {
+      if (typeof next !== "string" || !/^\/(?![\/\\])/.test(next)) return "";
+      try {
+        return new URL(next, window.location.origin).origin === window.location.origin ? next : "";
+      } catch (err) {
+        return "";
+      }
+    },
+
     explain(err) {
       if (!err) return "Something went wrong.";
       if (err.code === 4001) return "You rejected the request in your wallet.";

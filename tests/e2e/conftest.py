@@ -78,3 +78,10 @@ def signed_in_page(page, live_server, contracts):
 
 from tests.training.conftest import buyer, buyer_api, cancer_datasets  # noqa: E402,F401
 from tests.training.test_earnings import completed_run  # noqa: E402,F401
+
+
+@pytest.fixture(autouse=True)
+def _public_origin_is_the_live_server(request, settings):
+    """The browser opens the live server, so that is the origin its sign-in messages name."""
+    if "live_server" in request.fixturenames:
+        settings.PUBLIC_ORIGIN = request.getfixturevalue("live_server").url

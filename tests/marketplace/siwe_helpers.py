@@ -9,6 +9,7 @@ from eth_account.messages import encode_defunct
 ALICE_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
 MALLORY_KEY = "0x5de4111afa1a4b94908f83103eb1f1706367c2e68ca870fc3fb9a804cdab365a"
 ALICE = Account.from_key(ALICE_KEY).address
+MALLORY = Account.from_key(MALLORY_KEY).address
 
 
 def siwe_text(

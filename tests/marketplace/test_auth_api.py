@@ -8,7 +8,7 @@ from rest_framework.authtoken.models import Token
 from rest_framework.test import APIClient
 
 from marketplace.models import LoginNonce, User
-from tests.marketplace.siwe_helpers import ALICE, MALLORY_KEY, sign, siwe_text
+from tests.marketplace.siwe_helpers import ALICE, MALLORY, MALLORY_KEY, sign, siwe_text
 
 pytestmark = pytest.mark.django_db
 
@@ -57,7 +57,12 @@ def test_signing_in_again_finds_the_same_identity(api):
     token_two = login(api, second, sign(second)).json()["token"]
 
     assert User.objects.filter(address=ALICE).count() == 1
-    assert token_one == token_two
+    # A sign-in issues a new token; the one before it stops working.
+    assert token_one != token_two
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token_one}")
+    assert api.get("/api/me").status_code == 401
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token_two}")
+    assert api.get("/api/me").status_code == 200
 
 
 def test_browser_sign_in_gets_a_session_cookie_not_a_token(api):
@@ -206,3 +211,103 @@ def test_display_name_too_long_is_refused(api):
 
     assert response.status_code == 400
     assert "display_name" in response.json()["extra"]["fields"]
+
+
+# --- attacks on the sign-in -----------------------------------------------------------------
+
+
+def test_a_session_sign_in_without_the_pages_csrf_token_signs_nobody_in():
+    """Login CSRF: another site's form posting the attacker's signed message for the victim."""
+    browser = APIClient(enforce_csrf_checks=True)
+    text = siwe_text(nonce=new_nonce(browser), address=MALLORY)
+
+    response = login(browser, text, sign(text, MALLORY_KEY), session=True)
+
+    assert response.status_code == 403
+    assert response.json()["extra"]["code"] == "csrf_failed"
+    assert "sessionid" not in response.cookies
+    assert browser.get("/api/me").status_code in (401, 403)
+    assert not User.objects.filter(address=MALLORY).exists()
+
+
+def test_a_session_sign_in_from_another_origin_is_refused_even_with_a_token():
+    browser = APIClient(enforce_csrf_checks=True)
+    token = browser.get("/signin/").cookies["csrftoken"].value
+    text = siwe_text(nonce=new_nonce(browser))
+
+    response = browser.post(
+        "/api/auth/login",
+        {"message": text, "signature": sign(text), "session": True},
+        format="json",
+        HTTP_X_CSRFTOKEN=token,
+        HTTP_ORIGIN="http://127.0.0.2:8000",
+    )
+
+    assert response.status_code == 403
+    assert response.json()["extra"]["code"] == "wrong_origin"
+
+
+def test_the_sign_in_page_session_sign_in_works_with_its_csrf_token():
+    browser = APIClient(enforce_csrf_checks=True)
+    token = browser.get("/signin/").cookies["csrftoken"].value
+    text = siwe_text(nonce=new_nonce(browser))
+
+    response = browser.post(
+        "/api/auth/login",
+        {"message": text, "signature": sign(text), "session": True},
+        format="json",
+        HTTP_X_CSRFTOKEN=token,
+        HTTP_ORIGIN="http://testserver",
+    )
+
+    assert response.status_code == 200
+    assert browser.get("/api/me").json()["address"] == ALICE
+
+
+def test_a_message_for_the_requests_own_host_is_refused_when_it_is_not_the_public_origin(api):
+    """The domain is compared with the configured public origin, not with the Host header."""
+    text = siwe_text(nonce=new_nonce(api), domain="localhost", uri="http://localhost")
+
+    response = api.post(
+        "/api/auth/login",
+        {"message": text, "signature": sign(text)},
+        format="json",
+        HTTP_HOST="localhost",
+    )
+
+    assert response.status_code == 401
+    assert response.json()["extra"]["code"] == "wrong_domain"
+
+
+def test_a_uri_that_only_starts_like_the_public_origin_is_refused(api):
+    text = siwe_text(nonce=new_nonce(api), uri="http://testserver.attacker.example/")
+
+    response = login(api, text, sign(text))
+
+    assert response.status_code == 401
+    assert response.json()["extra"]["code"] == "wrong_uri"
+
+
+def test_an_api_token_expires(api, settings):
+    text = siwe_text(nonce=new_nonce(api))
+    token = login(api, text, sign(text)).json()["token"]
+    Token.objects.filter(key=token).update(
+        created=timezone.now() - timedelta(days=settings.API_TOKEN_TTL_DAYS, seconds=1)
+    )
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    response = api.get("/api/me")
+
+    assert response.status_code == 401
+    assert "expired" in response.json()["message"]
+    assert not Token.objects.filter(key=token).exists()
+
+
+def test_sign_out_revokes_the_token(api):
+    text = siwe_text(nonce=new_nonce(api))
+    token = login(api, text, sign(text)).json()["token"]
+    api.credentials(HTTP_AUTHORIZATION=f"Token {token}")
+
+    assert api.post("/api/auth/logout").status_code == 200
+
+    assert api.get("/api/me").status_code == 401

@@ -89,3 +89,21 @@ def test_home_page_says_what_the_marketplace_is(client, db):
     assert "Browse datasets" in html
     for label in ("Datasets", "Commission a model", "Earnings", "Sign in"):
         assert label in html
+
+
+def test_health_publishes_no_node_address_or_credential(client, settings, whole_stack):
+    """Provider URLs carry API keys: neither /healthz nor the status page shows them, up or down."""
+    secret = "k3y-0f-the-pr0vider"
+    settings.CHAIN_PUBLIC_RPC_URL = "http://127.0.0.1:8545"  # what the dev wallet in a page calls
+    up = client.get("/healthz").content.decode() + client.get("/status").content.decode()
+    settings.IPFS_API_URL = f"http://127.0.0.1:{free_port()}/{secret}"
+    settings.CHAIN_RPC_URL = f"http://user:{secret}@127.0.0.1:{free_port()}/v3/{secret}"
+
+    down = client.get("/healthz")
+    page = client.get("/status")
+
+    assert down.status_code == 503
+    assert down.json()["parts"]["chain"]["ok"] is False
+    for text in (up, down.content.decode(), page.content.decode()):
+        assert secret not in text
+    assert "127.0.0.1:" not in down.content.decode()

@@ -52,7 +52,7 @@ class SignedIn:
     def __init__(self) -> None:
         client = APIClient(HTTP_HOST=HOST)
         nonce = client.get("/api/auth/nonce").json()["nonce"]
-        text = siwe_text(nonce=nonce, domain=HOST, uri=f"http://{HOST}")
+        text = siwe_text(nonce=nonce)
         response = client.post(
             "/api/auth/login", {"message": text, "signature": sign(text)}, format="json"
         )
@@ -61,10 +61,8 @@ class SignedIn:
 
     def current_token(self) -> str:
         if not Token.objects.filter(key=self.token).exists():  # POST /api/auth/logout ran
-            text = siwe_text(nonce=services.login_nonce_issue(), domain=HOST, uri=f"http://{HOST}")
-            user = services.identity_sign_in(
-                message=text, signature=sign(text), domain=HOST, origin=f"http://{HOST}"
-            )
+            text = siwe_text(nonce=services.login_nonce_issue())
+            user = services.identity_sign_in(message=text, signature=sign(text))
             self.token = services.api_token_for(user)
         return self.token
 
