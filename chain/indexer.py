@@ -1,6 +1,7 @@
 """The chain indexer: reads our contracts' logs in bounded block ranges from the last processed
 block, a confirmation depth behind the head, and hands each decoded event to the handlers the
 apps registered. Handlers upsert on (tx_hash, log_index), so a range read twice changes nothing.
+A log that cannot be decoded or applied is recorded as a SkippedEvent and the range goes on.
 """
 
 from __future__ import annotations
@@ -10,12 +11,13 @@ from collections import defaultdict
 from collections.abc import Callable
 
 from django.conf import settings
-from django.db import transaction
+from django.db import InterfaceError, OperationalError, transaction
 from web3 import Web3
 
 from chain.client import deployed_addresses
 from chain.events import ChainEvent, decode_log
-from chain.models import IndexerCursor
+from chain.models import IndexerCursor, SkippedEvent
+from marketplace.errors import NodeUnavailable
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +34,46 @@ def handle_events(w3: Web3, events: list[ChainEvent]) -> None:
     for event in events:
         for handler in _handlers.get(event.name, []):
             handler(w3, event)
+
+
+# Errors that say "try this range again later", not "this log is bad": the tick rolls back.
+_TRANSIENT = (NodeUnavailable, OperationalError, InterfaceError)
+
+
+def _index_log(w3: Web3, log, addresses: dict[str, str]) -> ChainEvent | None:
+    """Decode and apply one log in a savepoint; a log that cannot be decoded or applied is
+    recorded as skipped (its partial writes rolled back) and the indexer goes on."""
+    event = None
+    try:
+        with transaction.atomic():
+            event = decode_log(w3, log, addresses)
+            if event is not None:
+                handle_events(w3, [event])
+        return event
+    except _TRANSIENT:
+        raise
+    except Exception as exc:  # anyone can emit a log our code cannot take: never stop on it
+        tx_hash = bytes(log["transactionHash"]).hex()
+        reason = f"{type(exc).__name__}: {exc}"[:2000]
+        logger.warning("skipped log %s#%s: %s", tx_hash, log["logIndex"], reason)
+        SkippedEvent.objects.get_or_create(
+            chain_id=settings.CHAIN_ID,
+            tx_hash="0x" + tx_hash.removeprefix("0x"),
+            log_index=log["logIndex"],
+            defaults={
+                "block_number": log["blockNumber"],
+                "contract": event.contract if event else _emitter(log, addresses),
+                "event": event.name if event else "",
+                "reason": reason,
+            },
+        )
+        return None
+
+
+def _emitter(log, addresses: dict[str, str]) -> str:
+    emitter = Web3.to_checksum_address(log["address"])
+    names = [n for n, a in addresses.items() if Web3.to_checksum_address(a) == emitter]
+    return names[0] if names else emitter
 
 
 def chain_index(*, w3: Web3) -> int:
@@ -54,8 +96,7 @@ def chain_index(*, w3: Web3) -> int:
         logs = w3.eth.get_logs(
             {"fromBlock": start, "toBlock": end, "address": list(addresses.values())}
         )
-        events = [e for e in (decode_log(w3, log, addresses) for log in logs) if e is not None]
-        handle_events(w3, events)
+        events = [e for e in (_index_log(w3, log, addresses) for log in logs) if e is not None]
         cursor.last_block = end
         cursor.save(update_fields=["last_block", "updated"])
     if events:

@@ -103,6 +103,32 @@ class IndexerCursor(models.Model):
         return f"chain {self.chain_id} indexed to block {self.last_block}"
 
 
+class SkippedEvent(models.Model):
+    """A log of our contracts the indexer could not decode or apply. Anyone can send such a log
+    (e.g. a listing whose CID is not UTF-8), so it is recorded with its reason for operators and
+    the indexer moves on instead of stopping on it."""
+
+    chain_id = models.PositiveBigIntegerField()
+    tx_hash = models.CharField(max_length=66)
+    log_index = models.PositiveIntegerField()
+    block_number = models.PositiveBigIntegerField()
+    contract = models.CharField(max_length=64, blank=True)
+    event = models.CharField(max_length=64, blank=True, help_text="Blank when it did not decode")
+    reason = models.TextField()
+    created = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [
+            models.UniqueConstraint(
+                fields=["chain_id", "tx_hash", "log_index"], name="skipped_event_once"
+            )
+        ]
+        ordering = ["-block_number", "-log_index"]
+
+    def __str__(self) -> str:
+        return f"{self.event or 'undecodable log'} at {self.tx_hash}#{self.log_index}"
+
+
 class EventRecord(models.Model):
     """A row recorded from one log of our contracts (earnings, withdrawals, DID events): a log
     read twice, by the indexer and by whoever saw the receipt first, is recorded once."""
