@@ -41,6 +41,7 @@ from marketplace.api import (
     responses,
 )
 from marketplace.errors import ApplicationError
+from marketplace.throttling import THROTTLES
 
 LICENSE_CODES = [code for code, _ in LICENSES]
 # One tag: what datasets.services.parse_tags accepts once it lower-cases and collapses spaces.
@@ -208,6 +209,11 @@ class DatasetListApi(APIView):
             help_text="One of your listed datasets that this one is a new version of.",
         )  # fmt: skip
 
+    throttle_scope = "upload"
+
+    def get_throttles(self):
+        return [] if self.request.method == "GET" else [t() for t in THROTTLES]
+
     def get_permissions(self):
         if self.request.method == "GET":
             return [permissions.AllowAny()]
@@ -244,7 +250,7 @@ class DatasetListApi(APIView):
                 }
             },
         ),
-        responses=responses({201: Created}, *SIGNED_IN, 400, 409, 413, 415, 503),
+        responses=responses({201: Created}, *SIGNED_IN, 400, 409, 413, 415, 429, 503),
     )
     def post(self, request):
         data = request.data  # parses the upload (streamed to disk)
@@ -335,12 +341,14 @@ class DatasetVerifyApi(APIView):
     """Anyone may check a listing against IPFS and the chain."""
 
     permission_classes = [permissions.AllowAny]
+    throttle_classes = THROTTLES
+    throttle_scope = "verify"
 
     @extend_schema(
         operation_id="datasets_verify",
         parameters=[DatasetIdParameter],
         request=None,
-        responses=responses({200: OpenApiTypes.OBJECT}, *PUBLIC, 409, 503),
+        responses=responses({200: OpenApiTypes.OBJECT}, *PUBLIC, 409, 429, 503),
     )
     def post(self, request, pk: int):
         dataset = selectors.dataset_visible(dataset_id=pk, viewer=request.user)

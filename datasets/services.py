@@ -14,12 +14,14 @@ import re
 import secrets
 import shutil
 import time
+from datetime import timedelta
 from decimal import Decimal
 from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import F, Q
+from django.db.models import F, Q, Sum
+from django.template.defaultfilters import filesizeformat
 from django.utils import timezone
 from eth_account import Account
 from eth_account.messages import encode_typed_data
@@ -35,7 +37,7 @@ from datasets import processing
 from datasets.models import LICENSES, MAX_PRICE_WEI, Dataset, MinHashBand
 from datasets.selectors import description_excerpt, listing_terms
 from datasets.uploads import UploadOnDisk, upload_dir
-from marketplace.errors import refuse
+from marketplace.errors import ApplicationError, refuse
 from marketplace.ipfs import IpfsError, IpfsUnavailable
 from marketplace.models import User
 
@@ -104,6 +106,26 @@ def _search_text(*, title: str, description: str, tags: list[str], columns: list
     return "\n".join([title, description, " ".join(tags), names]).lower()
 
 
+def _check_upload_quota(*, owner: User, size: int) -> None:
+    """Every upload of the last 24 hours counts, whatever became of it (its work was done)."""
+    window = timedelta(days=1)
+    now = timezone.now()
+    recent = Dataset.objects.filter(owner=owner, created__gt=now - window)
+    used = recent.aggregate(total=Sum("size_bytes"))["total"] or 0
+    quota = settings.DATASET_UPLOAD_QUOTA_BYTES_PER_DAY
+    if used + size <= quota:
+        return
+    oldest = recent.order_by("created").values_list("created", flat=True).first() or now
+    wait = max(1, int((oldest + window - now).total_seconds()) + 1)
+    raise ApplicationError(
+        f"This upload would take you past your {filesizeformat(quota)} a day: you uploaded "
+        f"{filesizeformat(used)} in the last 24 hours. Try again in about "
+        f"{max(1, round(wait / 3600))} hour(s), or upload a smaller file.",
+        {"code": "upload_quota", "retry_after": wait},
+        status_code=http.HTTP_429_TOO_MANY_REQUESTS,
+    )
+
+
 @transaction.atomic
 def dataset_create(
     *,
@@ -141,6 +163,7 @@ def dataset_create(
     size = source.stat().st_size
     if size == 0:
         raise refuse("The file is empty.", "empty_file")
+    _check_upload_quota(owner=owner, size=size)
     valid_licenses = [code for code, _ in LICENSES]
     if license not in valid_licenses:
         raise refuse(

@@ -11,11 +11,12 @@ from django.shortcuts import redirect, render
 from django.template.defaultfilters import filesizeformat
 
 from datasets import selectors, services
-from datasets.api import upload_size_refusal
+from datasets.api import DatasetListApi, upload_size_refusal
 from datasets.forms import DatasetUploadForm
 from datasets.models import LICENSES, Dataset
 from marketplace.errors import ApplicationError
 from marketplace.money import eth_to_wei, wei_to_eth
+from marketplace.throttling import throttle_refusal
 
 CHART_WIDTH, CHART_HEIGHT = 240, 72
 
@@ -79,6 +80,15 @@ def upload(request):
             request,
             "datasets/upload.html",
             {"form": DatasetUploadForm(parents=parents), **_limits()},
+        )
+    refusal = throttle_refusal(request, DatasetListApi)
+    if refusal is not None:
+        form = DatasetUploadForm(parents=parents)
+        return render(
+            request,
+            "datasets/upload.html",
+            {"form": form, "refusal": refusal.message, **_limits()},
+            status=429,
         )
     form = DatasetUploadForm(request.POST, request.FILES, parents=parents)
     refusal = upload_size_refusal(request)

@@ -30,6 +30,7 @@ from rest_framework.views import APIView
 
 from marketplace import selectors, services
 from marketplace.errors import ApplicationError
+from marketplace.throttling import THROTTLES
 
 # --- fields that accept exactly what the schema says ---------------------------------------------
 
@@ -277,6 +278,8 @@ ERROR_DESCRIPTIONS = {
     409: "The resource is not in a state that allows this.",
     413: "The upload is larger than the limit.",
     415: "The request body's media type is not one this operation reads.",
+    429: "Too many requests from this address or identity: the Retry-After header says when "
+    "to try again.",
     502: "A node answered with something other than what was recorded.",
     503: 'A node the marketplace depends on is down: `extra.part` is "chain", "ipfs" or "redis".',
 }
@@ -327,10 +330,12 @@ MessageOut = inline_serializer("Message", {"message": serializers.CharField()})
 class NonceApi(APIView):
     permission_classes = [permissions.AllowAny]
     authentication_classes: list = []
+    throttle_classes = THROTTLES
+    throttle_scope = "nonce"
 
     @extend_schema(
         responses=responses(
-            {200: inline_serializer("Nonce", {"nonce": serializers.CharField()})}, *COMMON
+            {200: inline_serializer("Nonce", {"nonce": serializers.CharField()})}, *COMMON, 429
         )
     )
     def get(self, request):
@@ -345,6 +350,8 @@ class LoginApi(APIView):
 
     permission_classes = [permissions.AllowAny]
     authentication_classes: list = []
+    throttle_classes = THROTTLES
+    throttle_scope = "signin"
 
     class LoginInput(serializers.Serializer):
         message = TextField(max_length=4000, help_text="The EIP-4361 message the wallet signed.")
@@ -372,6 +379,7 @@ class LoginApi(APIView):
             *JSON_BODY,
             401,
             403,
+            429,
         ),
     )
     def post(self, request):
@@ -501,6 +509,8 @@ DID_PATTERN = r"\Adid:ethr:(0x[0-9a-fA-F]+:)?0x[0-9a-fA-F]{40}\Z"
 
 class DidDocumentApi(APIView):
     permission_classes = [permissions.AllowAny]
+    throttle_classes = THROTTLES
+    throttle_scope = "did"
 
     @extend_schema(
         parameters=[
@@ -512,7 +522,7 @@ class DidDocumentApi(APIView):
             )
         ],
         responses=responses(
-            {(200, "application/did+ld+json"): OpenApiTypes.OBJECT}, *PUBLIC, 400, 503
+            {(200, "application/did+ld+json"): OpenApiTypes.OBJECT}, *PUBLIC, 400, 429, 503
         ),
     )
     def get(self, request, did: str):

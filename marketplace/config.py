@@ -100,3 +100,22 @@ def master_key(name: str, *, dev_key_file: Path | None) -> bytes:
         with os.fdopen(fd, "w") as handle:
             handle.write(base64.b64encode(secrets.token_bytes(32)).decode() + "\n")
     return _decode_master_key(f"{name} (from {dev_key_file})", dev_key_file.read_text())
+
+
+def env_rates(name: str, known: dict[str, str]) -> dict[str, str]:
+    """ "scope=count/period,..." overriding some of `known` (period: s, min, hour, day)."""
+    value = env_str(name, "")
+    rates: dict[str, str] = {}
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        scope, _, rate = item.partition("=")
+        count, _, period = rate.strip().partition("/")
+        if scope.strip() not in known or not count.isdigit() or period not in PERIODS:
+            raise SettingError(
+                f"{name}: {item!r} is malformed: expected one of {', '.join(known)} "
+                "= count/period (s, min, hour or day)"
+            )
+        rates[scope.strip()] = f"{int(count)}/{period}"
+    return rates
+
+
+PERIODS = ("s", "sec", "min", "hour", "day")

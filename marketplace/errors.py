@@ -81,8 +81,17 @@ def outage_body(outage: NodeUnavailable) -> dict:
 
 
 def api_exception_handler(exc, context):
+    from rest_framework.exceptions import Throttled
+
+    from marketplace.throttling import too_many_requests
+
+    if isinstance(exc, Throttled):
+        exc = too_many_requests(exc.wait)
     if isinstance(exc, ApplicationError):
-        return Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+        response = Response({"message": exc.message, "extra": exc.extra}, status=exc.status_code)
+        if "retry_after" in exc.extra:
+            response["Retry-After"] = str(exc.extra["retry_after"])
+        return response
     outage = node_outage(exc)
     if outage is not None:
         set_rollback()

@@ -11,6 +11,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 
 from django.conf import settings
+from django.core.cache import cache
 from django.db import connection
 
 
@@ -127,7 +128,20 @@ def _describe(exc: Exception) -> str:
     return f"{kind}: {text}"[:300] if text else kind
 
 
+HEALTH_CACHE_KEY = "marketplace:system-health"
+
+
 def system_health() -> dict:
+    """{"ok": bool, "parts": {...}}, reused for HEALTH_CACHE_SECONDS: each probe pings every
+    node, and the page is open to anyone."""
+    health = cache.get(HEALTH_CACHE_KEY)
+    if health is None:
+        health = _probe_all()
+        cache.set(HEALTH_CACHE_KEY, health, settings.HEALTH_CACHE_SECONDS)
+    return health
+
+
+def _probe_all() -> dict:
     """{"ok": bool, "parts": {name: {"ok", "figures", "error"}}}."""
     from chain.models import Deployment
 

@@ -14,6 +14,7 @@ from marketplace.config import (
     env_bool,
     env_int,
     env_private_key,
+    env_rates,
     env_str,
     env_url,
     master_key,
@@ -159,6 +160,9 @@ REST_FRAMEWORK = {
     "DEFAULT_PAGINATION_CLASS": "rest_framework.pagination.PageNumberPagination",
     "PAGE_SIZE": 20,
     "EXCEPTION_HANDLER": "marketplace.errors.api_exception_handler",
+    # Client IPs from REMOTE_ADDR, or from X-Forwarded-For behind that many proxies of ours (a
+    # client's own X-Forwarded-For never picks its IP for the limits).
+    "NUM_PROXIES": env_int("DJANGO_NUM_PROXIES", 0, minimum=0),
 }
 SPECTACULAR_SETTINGS = {
     "TITLE": "Data marketplace API",
@@ -208,6 +212,34 @@ CHAIN_TX_REPLACE_AFTER_SECONDS = env_int("CHAIN_TX_REPLACE_AFTER_SECONDS", 30, m
 CHAIN_TX_WAIT_SECONDS = env_int("CHAIN_TX_WAIT_SECONDS", 120, minimum=1)
 # Sign-In with Ethereum: how long a nonce (and a signed message) stays valid.
 SIWE_NONCE_TTL_SECONDS = 600
+# Limits per client IP and per signed-in identity ("<scope>_per_ip", "<scope>_per_identity"),
+# counted in Redis; MARKETPLACE_THROTTLE_RATES="scope_per_ip=50/min,..." changes some of them.
+THROTTLE_RATES = {
+    "nonce_per_ip": "100/min",
+    "signin_per_ip": "100/min",
+    "did_per_ip": "120/min",
+    "did_per_identity": "120/min",
+    "verify_per_ip": "10/min",
+    "verify_per_identity": "30/hour",
+    "upload_per_ip": "30/hour",
+    "upload_per_identity": "20/hour",
+}
+THROTTLE_RATES.update(env_rates("MARKETPLACE_THROTTLE_RATES", THROTTLE_RATES))
+# Bytes one identity may upload in 24 hours (each upload is also bounded by
+# DATASET_MAX_UPLOAD_BYTES).
+DATASET_UPLOAD_QUOTA_BYTES_PER_DAY = env_int(
+    "DATASET_UPLOAD_QUOTA_BYTES_PER_DAY", 5 * 1024**3, minimum=1
+)
+# Seconds /healthz and the status page reuse their figures (each probe pings every node).
+HEALTH_CACHE_SECONDS = env_int("HEALTH_CACHE_SECONDS", 5, minimum=0)
+CACHES = {
+    "default": {"BACKEND": "django.core.cache.backends.locmem.LocMemCache"},
+    "throttle": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env_url("THROTTLE_REDIS_URL", "redis://127.0.0.1:6379/2", schemes=("redis",)),
+        "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
+    },
+}
 # How long an API token lasts; a sign-in issues a new one and sign-out revokes it.
 API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 30, minimum=1)
 

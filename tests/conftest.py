@@ -18,6 +18,17 @@ from marketplace import devstack
 ROOT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(autouse=True)
+def _fresh_limits_and_health():
+    """Each test starts with no request counted against the limits and no health figures kept."""
+    from django.core.cache import caches
+
+    from marketplace.health import HEALTH_CACHE_KEY
+
+    caches["throttle"].clear()
+    caches["default"].delete(HEALTH_CACHE_KEY)
+
+
 @pytest.fixture(scope="session")
 def anvil():
     """A fresh anvil (chain id 31337, the dev mnemonic) for the whole test session."""

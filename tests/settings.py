@@ -6,6 +6,7 @@ import uuid
 # Before the product settings read them: a Redis database and a queue of this test run only, so a
 # dev worker on the same Redis never takes the tests' tasks (the test worker inherits both).
 os.environ.setdefault("CELERY_BROKER_URL", "redis://127.0.0.1:6379/14")
+os.environ.setdefault("THROTTLE_REDIS_URL", "redis://127.0.0.1:6379/13")
 os.environ.setdefault("CELERY_TASK_DEFAULT_QUEUE", f"tests-{uuid.uuid4().hex[:12]}")
 
 from marketplace.settings import *  # noqa: E402,F403

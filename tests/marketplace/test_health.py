@@ -94,6 +94,7 @@ def test_home_page_says_what_the_marketplace_is(client, db):
 def test_health_publishes_no_node_address_or_credential(client, settings, whole_stack):
     """Provider URLs carry API keys: neither /healthz nor the status page shows them, up or down."""
     secret = "k3y-0f-the-pr0vider"
+    settings.HEALTH_CACHE_SECONDS = 0  # the figures of each request, up then down
     settings.CHAIN_PUBLIC_RPC_URL = "http://127.0.0.1:8545"  # what the dev wallet in a page calls
     up = client.get("/healthz").content.decode() + client.get("/status").content.decode()
     settings.IPFS_API_URL = f"http://127.0.0.1:{free_port()}/{secret}"
