@@ -280,7 +280,10 @@ def listing_prepare(dataset: Dataset, *, on_stage: OnStage) -> Prepared:
 
     path = Path(dataset.upload_path)
     limits = profiling.Limits(
-        max_columns=settings.DATASET_MAX_COLUMNS, max_line_bytes=settings.DATASET_MAX_LINE_BYTES
+        max_columns=settings.DATASET_MAX_COLUMNS,
+        max_line_bytes=settings.DATASET_MAX_LINE_BYTES,
+        max_decoded_bytes=settings.DATASET_MAX_DECODED_BYTES,
+        max_decode_ratio=settings.DATASET_MAX_DECODE_RATIO,
     )
     on_stage(Stage.CHECKING, 0.0)
     checking = _throttled(on_stage, Stage.CHECKING)
