@@ -75,6 +75,8 @@ class Dataset(models.Model):
     progress = models.PositiveSmallIntegerField(default=0, help_text="Percent of the stage")
     # Why it was rejected or failed, or what the owner must do next.
     status_message = models.TextField(blank=True)
+    # Deliveries of the processing step that started and never finished (their worker died).
+    interrupted_attempts = models.PositiveSmallIntegerField(default=0)
 
     # The uploaded file, while it is being processed.
     original_filename = models.CharField(max_length=255)

@@ -98,7 +98,8 @@ def _near_duplicates(dataset: Dataset, profile: profiling.Profile) -> list[dict]
         .distinct()
     )
     candidates = (
-        Dataset.objects.filter(pk__in=list(candidate_ids[:500]), status__in=Dataset.ACTIVE)
+        # Only listings: a warning is public and must not name an upload still unsigned.
+        Dataset.objects.filter(pk__in=list(candidate_ids[:500]), status=Dataset.Status.LISTED)
         .exclude(pk=dataset.parent_id or 0)
         .only("pk", "title", "minhash")
     )
@@ -222,7 +223,14 @@ class _Sealing:
 
 
 def duplicate_reason(dataset: Dataset, duplicate: Dataset) -> str:
+    """Names the duplicate only if it is listed or the uploader's own: another owner's upload
+    that is not listed yet stays private."""
     own = duplicate.owner_id == dataset.owner_id
+    if not own and duplicate.status != Dataset.Status.LISTED:
+        return (
+            "The same data is already being listed by another owner. An exact duplicate cannot "
+            "be listed again."
+        )
     return (
         f"The same data is already listed as “{duplicate.title}” (dataset #{duplicate.pk}"
         f"{', yours' if own else ''}). An exact duplicate cannot be listed again."
@@ -272,7 +280,10 @@ def listing_prepare(dataset: Dataset, *, on_stage: OnStage) -> Prepared:
 
     path = Path(dataset.upload_path)
     limits = profiling.Limits(
-        max_columns=settings.DATASET_MAX_COLUMNS, max_line_bytes=settings.DATASET_MAX_LINE_BYTES
+        max_columns=settings.DATASET_MAX_COLUMNS,
+        max_line_bytes=settings.DATASET_MAX_LINE_BYTES,
+        max_decoded_bytes=settings.DATASET_MAX_DECODED_BYTES,
+        max_decode_ratio=settings.DATASET_MAX_DECODE_RATIO,
     )
     on_stage(Stage.CHECKING, 0.0)
     checking = _throttled(on_stage, Stage.CHECKING)

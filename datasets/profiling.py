@@ -83,6 +83,13 @@ CARD_PATTERN = re.compile(r"^\d[\d -]{11,22}\d$")
 class Limits:
     max_columns: int
     max_line_bytes: int
+    max_decoded_bytes: int  # a Parquet file's data, decoded
+    max_decode_ratio: int  # ... and as a multiple of its size on disk
+
+    def decode_bound(self, path: Path) -> reader.DecodeBound:
+        return reader.DecodeBound(
+            self.max_decoded_bytes, self.max_decode_ratio, path.stat().st_size
+        )
 
 
 @dataclass
@@ -360,7 +367,6 @@ class _ColumnStats:
     min_length: int | None = None
     max_length: int | None = None
     formula_cells: int = 0
-    formula_examples: list[str] = field(default_factory=list)
     distinct_share: float = 0.0  # distinct values per cell in the last tallied batch
 
     @property
@@ -453,11 +459,7 @@ class _ColumnStats:
         )
         flags = formulas.to_numpy(zero_copy_only=False)
         found = int(flags.sum() if weights is None else np.asarray(weights)[flags].sum())
-        if found:
-            self.formula_cells += found
-            if len(self.formula_examples) < 3:
-                examples = pc.filter(values, formulas).slice(0, 3).to_pylist()
-                self.formula_examples.extend(examples[: 3 - len(self.formula_examples)])
+        self.formula_cells += found
 
 
 NULL_HASH = np.uint64(0x5BD1E9955BD1E995)
@@ -557,8 +559,9 @@ def check_file(
     if size == 0:
         raise InputRejected("The file is empty.", "empty")
     if _is_parquet(path, size):
-        schema = reader.parquet_file(path).schema_arrow
-        _check_schema(schema, limits)
+        parquet = reader.parquet_file(path)
+        _check_schema(parquet.schema_arrow, limits)
+        reader.parquet_check_metadata(parquet, limits.decode_bound(path))
         return CheckedFile(path, reader.FileFormat("parquet"), _file_sha256(path), 0)
     facts = _check_text(path, limits, on_progress)
     return CheckedFile(path, facts.file_format, facts.sha256, facts.lines)
@@ -570,7 +573,7 @@ def describe_file(
     """The second pass, over the rows: schema, column statistics, quality warnings, distinct
     rows and their MinHash. The rows are read as the training worker will read them."""
     if checked.file_format.kind == "parquet":
-        return _profile_parquet(checked, on_progress)
+        return _profile_parquet(checked, limits, on_progress)
     attempts = reader.csv_attempts(
         checked.path,
         checked.file_format,
@@ -593,15 +596,18 @@ def describe_file(
         return _finish(result, reader.with_schema(checked.file_format, schema), checked.sha256)
 
 
-def _profile_parquet(checked: CheckedFile, on_progress) -> Profile:
-    parquet = reader.parquet_file(checked.path)
+def _profile_parquet(checked: CheckedFile, limits: Limits, on_progress) -> Profile:
+    parquet = reader.parquet_file(checked.path, text_as_dictionary=True)
     result = _profile_rows(
         parquet.schema_arrow,
-        reader.parquet_batches(parquet),
+        reader.parquet_batches(parquet, bound=limits.decode_bound(checked.path)),
         expected_rows=max(parquet.metadata.num_rows, 1),
         on_progress=on_progress,
     )
-    file_format = reader.with_schema(checked.file_format, parquet.schema_arrow)
+    # The types as the training worker reads them (text as such, not as dictionary codes).
+    file_format = reader.with_schema(
+        checked.file_format, reader.parquet_file(checked.path).schema_arrow
+    )
     return _finish(result, file_format, checked.sha256)
 
 
@@ -779,13 +785,12 @@ def _column_warnings(column: _ColumnStats, described: dict, rows: int, sample) -
         )
         return found
     if rows > 1 and described["distinct"] == 1 and described["distinct_exact"]:
-        value = described["top_values"][0]["value"]
-        found.append(
+        found.append(  # no value quoted: the column may be withheld (personal data)
             {
                 "code": "constant_column",
                 "column": name,
-                "message": f"Column {name!r} holds the same value in every row ({value!r}); "
-                "it carries no information.",
+                "message": f"Column {name!r} holds the same value in every row; it carries no "
+                "information.",
             }
         )
     words = _name_words(name)
@@ -826,14 +831,12 @@ def _column_warnings(column: _ColumnStats, described: dict, rows: int, sample) -
             }
         )
     if column.formula_cells:
-        example = inert(column.formula_examples[0]) if column.formula_examples else ""
-        found.append(
+        found.append(  # counted, never quoted: the column may be withheld (personal data)
             {
                 "code": "formula_cells",
                 "column": name,
                 "message": f"Column {name!r} has {column.formula_cells:,} cell(s) that a "
-                f"spreadsheet would run as a formula (e.g. {example[:40]!r}). They are kept as "
-                "text and shown inert here.",
+                "spreadsheet would run as a formula. They are kept as text and shown inert here.",
             }
         )
     return found

@@ -6,12 +6,14 @@ column names and types of the listing's profile."""
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pcsv
 import pyarrow.parquet as pq
 
@@ -22,6 +24,14 @@ QUOTE_CHAR = '"'
 UTF8_BOM = b"\xef\xbb\xbf"
 FORMULA_PREFIXES = ("=", "+", "-", "@", "\t", "\r")
 NUMBER_PATTERN = re.compile(r"^[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?$")
+_ROW_NUMBER = re.compile(r"Row #(\d+)")
+# Below this much decoded data, a file's expansion costs too little memory to refuse it.
+DECODE_RATIO_FLOOR = 64 * 1024**2
+# Bytes a decoded value of each fixed-width Parquet type takes in memory.
+_FIXED_WIDTH = {"BOOLEAN": 1, "INT32": 4, "INT64": 8, "INT96": 12, "FLOAT": 4, "DOUBLE": 8}
+
+logger = logging.getLogger(__name__)
+
 _CONVERSION_ERROR = re.compile(
     r"In CSV column #(\d+): CSV conversion error to (\w+): invalid value '(.*)'", re.S
 )
@@ -142,20 +152,35 @@ def inert(value: str) -> str:
 
 
 def _ragged_row_message(path: Path, row) -> str:
+    """Names the line by its number, never by its text (it may hold anyone's data)."""
     text = row.text or ""
-    shown = text if len(text) <= 60 else text[:59] + "…"
     with path.open("rb") as handle:
         handle.seek(max(0, path.stat().st_size - len(text.encode()) - 2))
         tail = handle.read().decode("utf-8", "replace").rstrip("\r\n")
     last = bool(text) and tail.endswith(text)
-    what = "The last line" if last else "A row"
+    number = row.number if row.number is not None and row.number > 0 else None
+    if last:
+        what = f"The last line (line {number:,})" if number else "The last line"
+    else:
+        what = f"Line {number:,}" if number else "A row"
     hint = (
         " The file looks truncated." if last and row.actual_columns < row.expected_columns else ""
     )
     return (
         f"{what} has {row.actual_columns} field{'s' if row.actual_columns != 1 else ''} where the "
-        f"header has {row.expected_columns}: {inert(shown)!r}.{hint} Every row needs one value "
-        "per column (an empty value is fine)."
+        f"header has {row.expected_columns}.{hint} Every row needs one value per column (an "
+        "empty value is fine)."
+    )
+
+
+def not_csv_reason(message: str) -> str:
+    """The reader's error without the text of the row it quotes: its row number at most."""
+    logger.info("CSV reader error: %s", message)
+    found = _ROW_NUMBER.search(message)
+    where = f" (row {int(found.group(1)):,})" if found else ""
+    return (
+        f"The file is not valid CSV: a row could not be read{where}. Check that every row has "
+        "one value per column and that quotes pair up."
     )
 
 
@@ -181,7 +206,7 @@ def widened(message: str, schema: pa.Schema) -> tuple[str, pa.DataType]:
     text)."""
     match = _CONVERSION_ERROR.search(message)
     if not match:
-        raise InputRejected(f"The file is not valid CSV: {message}", "not_csv")
+        raise InputRejected(not_csv_reason(message), "not_csv")
     name = schema.names[int(match.group(1))]
     current, value = schema.field(name).type, match.group(3)
     if pa.types.is_integer(current) and NUMBER_PATTERN.match(value.strip()):
@@ -210,7 +235,7 @@ def csv_attempts(
                 raise InputRejected(_ragged_row_message(path, bad_rows[0]), "ragged_rows") from None
             if "Empty CSV file" in str(exc):
                 raise InputRejected("The file has no header and no rows.", "empty") from None
-            raise InputRejected(f"The file is not valid CSV: {exc}", "not_csv") from None
+            raise InputRejected(not_csv_reason(str(exc)), "not_csv") from None
         check_schema(reader.schema)
         retry = yield reader.schema, _guarded(reader, bad_rows, path)
         if retry is None:
@@ -223,20 +248,141 @@ def csv_attempts(
 # --- Parquet ---------------------------------------------------------------------------------
 
 
-def parquet_file(path: Path) -> pq.ParquetFile:
+def parquet_file(path: Path, *, text_as_dictionary: bool = False) -> pq.ParquetFile:
+    """`text_as_dictionary`: text columns are read as codes and distinct values, so their decoded
+    size is known before a value is expanded."""
     try:
-        return pq.ParquetFile(str(path))
+        parquet = pq.ParquetFile(str(path))
+        if text_as_dictionary:
+            names = _dictionary_text_columns(parquet)
+            if names:
+                parquet = pq.ParquetFile(str(path), read_dictionary=names)
+        return parquet
     except (pa.ArrowException, OSError) as exc:
+        logger.info("Parquet footer error in %s: %s", path.name, exc)
         raise InputRejected(
-            f"The file is not a readable Parquet file: {exc}", "bad_parquet"
+            "The file is not a readable Parquet file: its footer (the schema and where the data "
+            "lies) could not be read.",
+            "bad_parquet",
         ) from None
 
 
-def parquet_batches(parquet: pq.ParquetFile) -> Iterator[pa.RecordBatch]:
+def _dictionary_text_columns(parquet: pq.ParquetFile) -> list[str]:
+    """Every text column, not only those whose metadata lists a dictionary: the metadata is the
+    writer's word, the pages decide how values are decoded."""
+    text = (
+        pa.types.is_string,
+        pa.types.is_binary,
+        pa.types.is_large_string,
+        pa.types.is_large_binary,
+    )
+    return [f.name for f in parquet.schema_arrow if any(is_text(f.type) for is_text in text)]
+
+
+@dataclass(frozen=True)
+class DecodeBound:
+    """How much a Parquet file may take once decoded: at most `max_bytes`, and at most
+    `max_ratio` times its size on disk (once past DECODE_RATIO_FLOOR)."""
+
+    max_bytes: int
+    max_ratio: int
+    file_size: int
+
+    @property
+    def limit(self) -> int:
+        return min(self.max_bytes, max(self.max_ratio * self.file_size, DECODE_RATIO_FLOOR))
+
+    def check(self, decoded_bytes: int) -> None:
+        if decoded_bytes <= self.limit:
+            return
+        if self.limit == self.max_bytes:
+            reason = (
+                f"Decoded, the data of this Parquet file would take more than "
+                f"{size_text(self.limit)} of memory; at most {size_text(self.max_bytes)} can be "
+                "listed. Split it into smaller files."
+            )
+        else:
+            reason = (
+                f"Decoded, the data of this Parquet file would take more than "
+                f"{size_text(self.limit)} of memory, over {self.max_ratio} times its size on "
+                f"disk ({size_text(self.file_size)}). Files that expand this much are refused "
+                "before they are decoded: they would exhaust the worker's memory. Store long "
+                "repeated values once, or split the file."
+            )
+        raise InputRejected(reason, "decoded_too_large")
+
+
+def size_text(size: int) -> str:
+    for unit, name in ((1024**3, "GiB"), (1024**2, "MiB"), (1024, "KiB")):
+        if size >= unit:
+            return f"{size / unit:.1f}".removesuffix(".0") + f" {name}"
+    return f"{size:,} bytes"
+
+
+def parquet_check_metadata(parquet: pq.ParquetFile, bound: DecodeBound) -> None:
+    """Refuse from the footer alone what is sure to decode past the bound: fixed-width values
+    take their width each whatever their encoding; text at least its uncompressed pages (what
+    its dictionary codes expand to is counted as the batches are read)."""
+    metadata, schema = parquet.metadata, parquet.schema
+    decoded = 0
+    for group in range(metadata.num_row_groups):
+        row_group = metadata.row_group(group)
+        for index in range(row_group.num_columns):
+            chunk = row_group.column(index)
+            kind = chunk.physical_type
+            if kind == "BYTE_ARRAY":
+                # Values built from shared prefixes: their size is known only once decoded.
+                if "DELTA_BYTE_ARRAY" in chunk.encodings:
+                    raise InputRejected(
+                        f"Column {chunk.path_in_schema!r} is written with the DELTA_BYTE_ARRAY "
+                        "encoding, whose decoded size cannot be checked before it is decoded. "
+                        "Write the file with the usual dictionary or plain encoding (the "
+                        "default of pandas, pyarrow and Spark).",
+                        "unchecked_encoding",
+                    )
+                decoded += max(chunk.total_uncompressed_size, 4 * chunk.num_values)
+            elif kind == "FIXED_LEN_BYTE_ARRAY":
+                decoded += chunk.num_values * max(schema.column(index).length, 1)
+            else:
+                decoded += chunk.num_values * _FIXED_WIDTH.get(kind, 8)
+        bound.check(decoded)
+
+
+def decoded_size(batch: pa.RecordBatch) -> int:
+    """Bytes the batch takes once its dictionary-encoded columns are expanded, counted from the
+    codes and the lengths of the distinct values, without expanding them."""
+    total = 0
+    for column in batch.columns:
+        if not pa.types.is_dictionary(column.type):
+            total += column.nbytes
+            continue
+        dictionary = column.dictionary
+        if not (pa.types.is_string(dictionary.type) or pa.types.is_binary(dictionary.type)):
+            total += len(column) * max(dictionary.nbytes // max(len(dictionary), 1), 1)
+            continue
+        lengths = pc.take(pc.binary_length(dictionary), column.indices)
+        total += (pc.sum(lengths).as_py() or 0) + 4 * len(column)
+    return total
+
+
+def parquet_batches(
+    parquet: pq.ParquetFile, *, bound: DecodeBound | None = None
+) -> Iterator[pa.RecordBatch]:
+    """The rows in batches; with `bound`, each batch is counted before it is handed over, and the
+    file refused as soon as the running total passes the bound."""
+    decoded = 0
     try:
-        yield from parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS)
+        for batch in parquet.iter_batches(batch_size=PARQUET_BATCH_ROWS):
+            if bound is not None:
+                decoded += decoded_size(batch)
+                bound.check(decoded)
+            yield batch
     except (pa.ArrowException, OSError) as exc:
-        raise InputRejected(f"The Parquet file is damaged: {exc}", "bad_parquet") from None
+        logger.info("Parquet data error: %s", exc)
+        raise InputRejected(
+            "The Parquet file is damaged: some of its data pages could not be decoded.",
+            "bad_parquet",
+        ) from None
 
 
 def decoded(batch: pa.RecordBatch) -> pa.RecordBatch:

@@ -58,6 +58,11 @@ REVERT_MESSAGES = {
     "EmptyCid": "The listing has no CID.",
 }
 RESIGN_ERRORS = {"InvalidSignature", "SignatureExpired"}
+MAX_INTERRUPTED_ATTEMPTS = 2  # the first delivery and one retry
+INTERRUPTED_REASON = (
+    "Processing this file stopped the worker twice (most likely it needs more memory than a "
+    "worker has), so it is not tried again. Split it into smaller files and list those."
+)
 
 
 # --- create ------------------------------------------------------------------------------------
@@ -306,13 +311,30 @@ def dataset_fail(*, dataset_id: int, reason: str) -> bool:
 def dataset_process(*, dataset_id: int) -> None:
     """processing -> awaiting_signature (or rejected): the upload is checked, sealed, described
     and compared by `processing.listing_prepare`. Runs again from the start after an
-    interruption (a retry first unpins what the previous attempt pinned)."""
-    # Imported here: the parsing libraries are the worker's, the web process never needs them.
-    from datasets.reader import InputRejected
-
+    interruption (a retry first unpins what the previous attempt pinned); a file whose
+    processing stopped the worker twice is rejected instead of being tried again."""
     dataset = Dataset.objects.filter(pk=dataset_id).select_related("owner", "parent").first()
     if dataset is None or dataset.status != Status.PROCESSING:
         return
+    # Raised before the work and cleared after it, however it ends: only deliveries whose worker
+    # died (e.g. killed for its memory) leave it raised, and the broker redelivers those.
+    Dataset.objects.filter(pk=dataset_id, status=Status.PROCESSING).update(
+        interrupted_attempts=F("interrupted_attempts") + 1
+    )
+    if dataset.interrupted_attempts >= MAX_INTERRUPTED_ATTEMPTS:
+        dataset_reject(dataset_id=dataset_id, reason=INTERRUPTED_REASON)
+        return
+    try:
+        _dataset_process(dataset)
+    finally:
+        Dataset.objects.filter(pk=dataset_id).update(interrupted_attempts=0)
+
+
+def _dataset_process(dataset: Dataset) -> None:
+    # Imported here: the parsing libraries are the worker's, the web process never needs them.
+    from datasets.reader import InputRejected
+
+    dataset_id = dataset.pk
     processing.unpin_all(dataset)
     if dataset.cid or dataset.metadata_cid:
         Dataset.objects.filter(pk=dataset_id).update(cid="", metadata_cid="")

@@ -282,6 +282,10 @@ DATASET_MAX_UPLOAD_BYTES = env_int("DATASET_MAX_UPLOAD_BYTES", 1024**3, minimum=
 FILE_UPLOAD_HANDLERS = ["datasets.uploads.StreamToDiskUploadHandler"]
 DATASET_MAX_COLUMNS = env_int("DATASET_MAX_COLUMNS", 1000, minimum=1)
 DATASET_MAX_LINE_BYTES = env_int("DATASET_MAX_LINE_BYTES", 1024 * 1024, minimum=1024)
+# A Parquet file's data decoded: at most this many bytes, and this many times the file's size
+# (real tables compress some 2-20x; a crafted one thousands of times).
+DATASET_MAX_DECODED_BYTES = env_int("DATASET_MAX_DECODED_BYTES", 4 * 1024**3, minimum=1024**2)
+DATASET_MAX_DECODE_RATIO = env_int("DATASET_MAX_DECODE_RATIO", 200, minimum=2)
 # How long an owner's listing signature stays valid (the EIP-712 deadline).
 DATASET_SIGNATURE_TTL_SECONDS = env_int("DATASET_SIGNATURE_TTL_SECONDS", 7 * 86400, minimum=600)
 # Jaccard similarity of distinct rows above which an upload is called a near-duplicate.

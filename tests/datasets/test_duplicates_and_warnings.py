@@ -20,6 +20,7 @@ def processed(client, content: bytes, *statuses: str, **fields) -> Dataset:
 def test_an_exact_duplicate_of_a_listing_is_rejected_naming_it(api, contracts, celery_worker, pins):
     content = measurements_csv(seed=31)
     first = processed(api, content, Dataset.Status.AWAITING_SIGNATURE, title="Original")
+    list_it(first)
     copier = APIClient()
     copier.force_authenticate(user_for(2))
     pinned_before = pins()
@@ -51,6 +52,7 @@ def test_a_near_duplicate_is_listed_with_a_warning_naming_the_similar_listing(
     content = measurements_csv(seed=33, rows=400)
     lines = content.decode().splitlines()
     original = processed(api, content, Dataset.Status.AWAITING_SIGNATURE, title="Original")
+    list_it(original)
     # 360 of the 400 rows again, plus 40 new ones: most rows shared.
     fresh = measurements_csv(seed=34, rows=40).decode().splitlines()[1:]
     overlapping = "\n".join(lines[:361] + fresh) + "\n"
@@ -86,3 +88,60 @@ def test_quality_warnings_and_inert_formula_cells_reach_the_owner(api, contracts
     page = browser.get(f"/datasets/{dataset.pk}/").content.decode()
     assert "&#x27;=HYPERLINK(&quot;http://x&quot;)" in page
     assert "user1@example.org" not in page
+
+
+# --- only listed datasets are compared with and named -------------------------------------------
+
+
+def list_it(dataset: Dataset) -> None:
+    """The listing as registration leaves it (the chain part is tested in test_listing_pipeline)."""
+    Dataset.objects.filter(pk=dataset.pk).update(
+        status=Dataset.Status.LISTED, stage=Dataset.Stage.DONE
+    )
+
+
+def another_owner() -> APIClient:
+    client = APIClient()
+    client.force_authenticate(user_for(2))
+    return client
+
+
+def test_a_copy_of_another_owners_unlisted_upload_does_not_learn_its_title_or_id(
+    api, contracts, celery_worker
+):
+    content = measurements_csv(seed=35)
+    unlisted = processed(api, content, Dataset.Status.AWAITING_SIGNATURE, title="Unsigned secret")
+
+    copy = processed(another_owner(), content, Dataset.Status.REJECTED, title="Copy")
+
+    assert "Unsigned secret" not in copy.status_message
+    assert f"#{unlisted.pk}" not in copy.status_message
+    assert copy.status_message == (
+        "The same data is already being listed by another owner. An exact duplicate cannot be "
+        "listed again."
+    )
+
+
+def test_a_near_duplicate_of_another_owners_unlisted_upload_gets_no_warning_naming_it(
+    api, contracts, celery_worker
+):
+    content = measurements_csv(seed=36, rows=400)
+    lines = content.decode().splitlines()
+    unlisted = processed(api, content, Dataset.Status.AWAITING_SIGNATURE, title="Unsigned secret")
+    fresh = measurements_csv(seed=37, rows=40).decode().splitlines()[1:]
+    overlapping = ("\n".join(lines[:361] + fresh) + "\n").encode()
+
+    similar = processed(another_owner(), overlapping, Dataset.Status.AWAITING_SIGNATURE)
+
+    assert not [w for w in similar.quality_warnings if w["code"] == "near_duplicate"]
+    text = str(similar.quality_warnings)
+    assert "Unsigned secret" not in text and f"#{unlisted.pk}" not in text
+
+    # Once the first one is listed, a further near-copy is warned about, naming it.
+    list_it(unlisted)
+    fresh = measurements_csv(seed=38, rows=40).decode().splitlines()[1:]
+    again = ("\n".join(lines[:361] + fresh) + "\n").encode()
+    third = processed(another_owner(), again, Dataset.Status.AWAITING_SIGNATURE)
+    near = [w for w in third.quality_warnings if w["code"] == "near_duplicate"]
+    assert [w["similar_dataset"] for w in near] == [unlisted.pk]
+    assert "shared with “Unsigned secret”" in near[0]["message"]

@@ -7,7 +7,12 @@ import pytest
 
 from datasets.profiling import InputRejected, Limits, check_file, describe_file
 
-LIMITS = Limits(max_columns=1000, max_line_bytes=1024 * 1024)
+LIMITS = Limits(
+    max_columns=1000,
+    max_line_bytes=1024 * 1024,
+    max_decoded_bytes=4 * 1024**3,
+    max_decode_ratio=200,
+)
 
 
 def profile(tmp_path, content: bytes, name: str = "data.csv"):
@@ -134,8 +139,12 @@ def test_semicolon_separated_files_are_read(tmp_path):
     "content, code, words",
     [
         (b"a,b\n", "no_rows", "header but no rows"),
-        (b"a,b,c\n1,2,3\n4,5", "ragged_rows", "The last line has 2 fields where the header has 3"),
-        (b"a,b\n1,2\n3,4,5\n6,7\n", "ragged_rows", "A row has 3 fields where the header has 2"),
+        (
+            b"a,b,c\n1,2,3\n4,5",
+            "ragged_rows",
+            "The last line (line 3) has 2 fields where the header has 3",
+        ),
+        (b"a,b\n1,2\n3,4,5\n6,7\n", "ragged_rows", "Line 3 has 3 fields where the header has 2"),
         (b'a,b\n1,"unterminated\n', "unbalanced_quotes", "ends inside a quoted value"),
         ("a,b\n1,café\n".encode("latin-1"), "not_utf8", "byte 9 (line 2) is not valid UTF-8"),
         (b"a,b\n1,2\n\x00\x01\x02", "binary", "NUL byte"),

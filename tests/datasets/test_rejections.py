@@ -23,7 +23,7 @@ BAD_FILES = [
     pytest.param(b"sepal_length,species\n", "has a header but no rows", id="header only"),
     pytest.param(
         measurements_csv(seed=21, rows=50)[:-9],
-        "The last line has 4 fields where the header has 5",
+        "The last line (line 51) has 4 fields where the header has 5",
         id="truncated last line",
     ),
     pytest.param(
@@ -37,7 +37,9 @@ BAD_FILES = [
         id="10 MB single line",
     ),
     pytest.param(
-        b"a,b,c\n1,2,3\n4,5\n6,7,8\n", "A row has 2 fields where the header has 3", id="ragged rows"
+        b"a,b,c\n1,2,3\n4,5\n6,7,8\n",
+        "Line 3 has 2 fields where the header has 3",
+        id="ragged rows",
     ),
     pytest.param(
         wide_csv(10_000), "The file has 10,000 columns; at most 1,000", id="10,000 columns"
