@@ -129,16 +129,17 @@ class Bench:
         self.measure("list by the owner", 90_000, listing(), self.owners[1])
 
         chain_id = self.w3.eth.chain_id
-        fresh = Account.from_key(keccak(text="gas bench relayed owner"))
         deadline = self.w3.eth.get_block("latest")["timestamp"] + 3600
-        for label in ("listFor, first listing of a fresh owner", "listFor, later listing"):
+
+        def list_for(owner, label: str | None = None) -> int:
+            """A listing relayed for `owner`, who signed it (owners need no ETH)."""
             message = {
-                "owner": fresh.address, "cid": CID, "contentHash": content,
+                "owner": owner.address, "cid": CID, "contentHash": content,
                 "metadataHash": metadata, "license": LICENSE, "price": PRICE, "parentId": 0,
-                "nonce": registry.functions.nonces(fresh.address).call(), "deadline": deadline,
+                "nonce": registry.functions.nonces(owner.address).call(), "deadline": deadline,
             }  # fmt: skip
             signature = Account.sign_typed_data(
-                fresh.key,
+                owner.key,
                 domain_data={
                     "name": "DatasetRegistry",
                     "version": "1",
@@ -149,14 +150,27 @@ class Bench:
                 message_data=message,
             ).signature
             call = registry.functions.listFor(
-                fresh.address, CID, content, metadata, LICENSE, PRICE, 0, deadline, signature
+                owner.address, CID, content, metadata, LICENSE, PRICE, 0, deadline, signature
             )
-            self.measure(label, 90_000, call, self.owners[4])
+            if label is None:
+                receipt = self.send(call, self.owners[4])
+            else:
+                receipt = self.measure(label, 90_000, call, self.owners[4])
+            return registry.events.DatasetListed().process_receipt(receipt)[0]["args"].listingId
+
+        fresh = Account.from_key(keccak(text="gas bench relayed owner"))
+        for label in ("listFor, first listing of a fresh owner", "listFor, later listing"):
+            list_for(fresh, label)
 
         for owner in self.owners:
             self.send(listing(), owner)
         count = registry.functions.listingCount().call()
         ids = list(range(count - 4, count + 1))
+
+        def fresh_listings(tag: str, n: int) -> list[int]:
+            """`n` listings, each of a fresh owner: settling pays fresh payees."""
+            owners = [Account.from_key(keccak(text=f"gas bench payee {tag} {i}")) for i in range(n)]
+            return [list_for(owner) for owner in owners]
 
         jobs = {}
 
@@ -170,37 +184,34 @@ class Bench:
                 target = 70_000 + 5_000 * (len(dataset_ids) - 1)
                 receipt = self.measure(label, target, call, self.buyer, price)
             event = escrow.events.JobFunded().process_receipt(receipt)[0]["args"]
-            jobs[job_label] = (job_id, event.buyer, event.value, event.fee, event.refundAfter)
+            jobs[job_label] = (
+                job_id, event.buyer, event.value, event.fee, event.refundAfter,
+                list(event.datasetIds), list(event.owners),
+            )  # fmt: skip
 
-        fund("fund, 1 dataset", "job 1", ids[:1])
-        fund("fund, 5 datasets", "job 5", ids)
-        fund(None, "job warm-up", ids[:1])
-        fund(None, "job 20", ids)
-        fund(None, "job withdraw", ids[:2])
-        fund(None, "job credited", ids[:2])
+        fund("fund, 1 dataset", "job 1", fresh_listings("a", 1))
+        fund("fund, 2 datasets", "job 2", ids[:2])
+        fund("fund, 5 datasets", "job 5", fresh_listings("b", 5))
+        fund(None, "job warm-up", fresh_listings("w", 1))
+        fund(None, "job 20", fresh_listings("c", 20))
+        fund(None, "job withdraw", ids[:1])
+        fund(None, "job credited", ids[:1])
 
-        def settle(label: str, job_label: str, payees: list[str]):
+        def settle(label: str, job_label: str):
             job = jobs[job_label]
+            payees = len(job[6])
             to_payees = job[2] - job[3]
-            amounts = [to_payees // len(payees)] * len(payees)
+            amounts = [to_payees // payees] * payees
             amounts[0] += to_payees - sum(amounts)
-            call = escrow.functions.settle(job, payees, amounts, MODEL_CID, keccak(text="report"))
-            self.measure(label, 60_000 + 25_000 * len(payees), call, self.operator)
+            call = escrow.functions.settle(job, amounts, MODEL_CID, keccak(text="report"))
+            self.measure(label, 60_000 + 25_000 * payees, call, self.operator)
 
-        def fresh_payees(tag: str, n: int) -> list[str]:
-            return [
-                Account.from_key(keccak(text=f"gas bench payee {tag} {i}")).address
-                for i in range(n)
-            ]
-
-        settle(
-            "settle, first ever (fees held 0 -> x), 1 payee", "job warm-up", fresh_payees("w", 1)
-        )
-        settle("settle, 1 fresh payee", "job 1", fresh_payees("a", 1))
-        settle("settle, 5 fresh payees", "job 5", fresh_payees("b", 5))
-        settle("settle, 20 fresh payees", "job 20", fresh_payees("c", 20))
-        settle("settle, 1 payee (balance 0 -> x)", "job withdraw", [self.owners[0]])
-        settle("settle, 1 payee already credited", "job credited", [self.owners[0]])
+        settle("settle, first ever, 1 payee (fees held share a set slot)", "job warm-up")
+        settle("settle, 1 fresh payee", "job 1")
+        settle("settle, 5 fresh payees", "job 5")
+        settle("settle, 20 fresh payees", "job 20")
+        settle("settle, 1 payee (balance 0 -> x)", "job withdraw")
+        settle("settle, 1 payee already credited", "job credited")
 
         self.measure("withdraw", 40_000, escrow.functions.withdraw(), self.owners[0])
 

@@ -13,7 +13,9 @@ nonce with higher fees, and every hash the intent had counts when its receipt is
 
 from __future__ import annotations
 
+import functools
 import logging
+import os
 import time
 from dataclasses import dataclass
 from datetime import timedelta
@@ -29,6 +31,7 @@ from web3.exceptions import TransactionNotFound, Web3RPCError
 from web3.types import TxReceipt
 
 from chain.models import ChainTransaction, SenderAccount
+from marketplace.config import SettingError, env_private_key
 
 logger = logging.getLogger(__name__)
 
@@ -352,7 +355,38 @@ class TransactionSender:
         return receipt
 
 
+@functools.cache
+def _dev_key(index: int) -> str:
+    from marketplace.devstack import dev_private_key
+
+    return dev_private_key(index)
+
+
+def signing_key(role: str) -> str:
+    """The private key of `role` ("operator" or "admin"), read from the environment when a sender
+    is built, so only processes that sign (the workers, deploys) ever load one."""
+    name = settings.SIGNING_KEY_SETTINGS[role]
+    if os.environ.get(name):
+        return env_private_key(name, None)
+    index = settings.SIGNING_KEY_DEV_ACCOUNTS.get(role)
+    if index is None:
+        raise SettingError(
+            f"{name} is not set: the {role} key is required where transactions are signed "
+            "(the Celery workers and the deploy command)"
+        )
+    return _dev_key(index)
+
+
 def operator_sender(w3: Web3) -> TransactionSender:
-    """The sender for the configured operator key; nonces are serialised in the database, so
-    every process may build its own."""
-    return TransactionSender(w3, settings.OPERATOR_PRIVATE_KEY)
+    """The sender for the operator key (relays listings, settles and refunds jobs); nonces are
+    serialised in the database, so every worker process may build its own."""
+    return TransactionSender(w3, signing_key("operator"))
+
+
+def admin_sender(w3: Web3) -> TransactionSender:
+    """The sender for the admin key (deploys contracts; escrow fees and roles)."""
+    return TransactionSender(w3, signing_key("admin"))
+
+
+def signing_address(role: str) -> str:
+    return Account.from_key(signing_key(role)).address

@@ -1,4 +1,4 @@
-"""Writes that concern the chain as a whole: deploying our contracts."""
+"""Writes that concern the chain as a whole: deploying our contracts (from the admin key)."""
 
 from __future__ import annotations
 
@@ -8,19 +8,23 @@ from django.conf import settings
 from django.db import transaction
 from web3 import Web3
 
-from chain.client import bytecode_sha256, contract_at, load_artifact
+from chain.client import PRODUCT_CONTRACTS, bytecode_sha256, contract_at, load_artifact
 from chain.models import ChainTransaction, Deployment
 from chain.sender import TransactionSender
 
 logger = logging.getLogger(__name__)
 
 
-def _constructor_args(name: str, operator: str, deployed: dict[str, str]) -> list:
+# A contract built on another's address is deployed anew when that one is.
+_DEPENDS_ON = {"TrainingEscrow": ("DatasetRegistry",)}
+
+
+def _constructor_args(name: str, *, admin: str, operator: str, deployed: dict[str, str]) -> list:
     if name == "TrainingEscrow":
         return [
             deployed["DatasetRegistry"],
-            operator,  # admin: fee and role administration
-            operator,  # the operator role: settles and refunds jobs
+            admin,  # fees and roles
+            operator,  # relays, settles and refunds: a different key, the contract enforces it
             settings.ESCROW_COMPUTE_FEE_WEI,
             settings.ESCROW_FEE_BPS,
             settings.ESCROW_REFUND_DELAY_SECONDS,
@@ -36,10 +40,15 @@ def _forget_reset_chain(chain_id: int) -> None:
         ChainTransaction.objects.filter(chain_id=chain_id).delete()
 
 
-def contracts_deploy(*, w3: Web3, sender: TransactionSender) -> list[tuple[Deployment, bool]]:
-    """Deploy the product contracts that this chain does not have yet.
+def contracts_deploy(
+    *, w3: Web3, sender: TransactionSender, operator: str
+) -> list[tuple[Deployment, bool]]:
+    """Deploy the product contracts that this chain does not have in their current build, from
+    the admin's `sender`, with `operator` as the escrow's operator.
 
-    Returns (deployment, created) per contract; re-running on a chain that has them does nothing.
+    A contract whose recorded build is not the committed artifact's (or that is built on one
+    deployed anew) is deployed again and its record moved to the new address. Returns
+    (deployment, created) per contract; re-running on a chain that is up to date does nothing.
     """
     chain_id = sender.chain_id
     records = {d.contract: d for d in Deployment.objects.filter(chain_id=chain_id)}
@@ -49,30 +58,45 @@ def contracts_deploy(*, w3: Web3, sender: TransactionSender) -> list[tuple[Deplo
 
     results = []
     deployed = {name: d.address for name, d in records.items()}
-    for name in ("IdentityRegistry", "DatasetRegistry", "TrainingEscrow"):
+    renewed: set[str] = set()
+    for name in PRODUCT_CONTRACTS:
         record = records.get(name)
-        if record is not None:
+        build = bytecode_sha256(name)
+        stale = record is not None and (
+            record.bytecode_sha256 != build or any(d in renewed for d in _DEPENDS_ON.get(name, ()))
+        )
+        if record is not None and not stale:
             results.append((record, False))
             continue
+        if stale:
+            logger.warning(
+                "%s at %s on chain %s is not the current build; deploying it anew",
+                name, record.address, chain_id,
+            )  # fmt: skip
         artifact = load_artifact(name)
         factory = w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
-        constructor = factory.constructor(*_constructor_args(name, sender.address, deployed))
+        constructor = factory.constructor(
+            *_constructor_args(name, admin=sender.address, operator=operator, deployed=deployed)
+        )
         data = constructor.data_in_transaction
         # The block number makes the intent unique per chain history.
-        intent = f"deploy:{name}:{bytecode_sha256(name)[:16]}:{w3.eth.block_number}"
+        intent = f"deploy:{name}:{build[:16]}:{w3.eth.block_number}"
         sent = sender.send(intent=intent, to=None, data=data)
         if not sent.succeeded:
             raise RuntimeError(f"deploying {name} reverted in transaction {sent.record.tx_hash}")
         address = Web3.to_checksum_address(sent.receipt["contractAddress"])
-        record = Deployment.objects.create(
+        record, _ = Deployment.objects.update_or_create(
             chain_id=chain_id,
             contract=name,
-            address=address,
-            tx_hash=sent.record.tx_hash,
-            block_number=sent.receipt["blockNumber"],
-            bytecode_sha256=bytecode_sha256(name),
+            defaults={
+                "address": address,
+                "tx_hash": sent.record.tx_hash,
+                "block_number": sent.receipt["blockNumber"],
+                "bytecode_sha256": build,
+            },
         )
         contract_at(w3, name, address)  # the ABI loads for the recorded address
         deployed[name] = address
+        renewed.add(name)
         results.append((record, True))
     return results

@@ -245,13 +245,16 @@ class Quote:
 
 @dataclass(frozen=True)
 class JobTerms:
-    """A funded job as committed on-chain (read back from its JobFunded event)."""
+    """A funded job as committed on-chain (read back from its JobFunded event): the escrow keys
+    it by (buyer, job id), and settles it only to `owners`, one amount per dataset."""
 
     job_id: bytes
     buyer: str
     value_wei: int
     fee_wei: int
     refund_after: int
+    dataset_ids: tuple[int, ...]
+    owners: tuple[str, ...]  # each dataset's owner when the job was funded
 
     def as_tuple(self) -> tuple:
         return (
@@ -260,6 +263,8 @@ class JobTerms:
             self.value_wei,
             self.fee_wei,
             self.refund_after,
+            list(self.dataset_ids),
+            [Web3.to_checksum_address(o) for o in self.owners],
         )
 
     @classmethod
@@ -267,7 +272,7 @@ class JobTerms:
         args = event.args
         return cls(
             bytes.fromhex(args["jobId"].removeprefix("0x")), args["buyer"], args["value"],
-            args["fee"], args["refundAfter"],
+            args["fee"], args["refundAfter"], tuple(args["datasetIds"]), tuple(args["owners"]),
         )  # fmt: skip
 
 
@@ -297,8 +302,9 @@ class TrainingEscrow(_Wrapper):
     def fees(self) -> EscrowFees:
         return EscrowFees(*self.contract.functions.fees().call())
 
-    def job_state(self, job_id: bytes) -> int:
-        return self.contract.functions.jobState(job_id).call()
+    def job_state(self, job_id: bytes, *, buyer: str) -> int:
+        """The state of `buyer`'s job: whoever else funded the same id has a job of its own."""
+        return self.contract.functions.jobState(Web3.to_checksum_address(buyer), job_id).call()
 
     def balance_of(self, account: str) -> int:
         """What `account` can withdraw now."""
@@ -307,13 +313,16 @@ class TrainingEscrow(_Wrapper):
     def fees_held(self) -> int:
         return self.contract.functions.feesHeld().call()
 
-    def job_events(self, job_id: bytes) -> list[ChainEvent]:
-        """A job's lineage on-chain: JobFunded, PayeeCredited..., JobSettled or JobRefunded."""
+    def job_events(self, job_id: bytes, *, buyer: str | None = None) -> list[ChainEvent]:
+        """A job's lineage on-chain: JobFunded, PayeeCredited..., JobSettled or JobRefunded; with
+        `buyer`, only that buyer's job (anyone may fund, and refund, a job under the same id)."""
+        by_buyer = {} if buyer is None else {"buyer": Web3.to_checksum_address(buyer)}
         events = [
-            *self._events("JobFunded", jobId=job_id),
+            *self._events("JobFunded", jobId=job_id, **by_buyer),
+            # Only the operator settles, and only a run's own buyer's job.
             *self._events("PayeeCredited", jobId=job_id),
-            *self._events("JobSettled", jobId=job_id),
-            *self._events("JobRefunded", jobId=job_id),
+            *self._events("JobSettled", jobId=job_id, **by_buyer),
+            *self._events("JobRefunded", jobId=job_id, **by_buyer),
         ]
         return sorted(events, key=lambda e: (e.block_number, e.log_index))
 
@@ -325,18 +334,12 @@ class TrainingEscrow(_Wrapper):
         return self.request("withdraw")
 
     def settle(
-        self,
-        *,
-        job: JobTerms,
-        payees: list[str],
-        amounts: list[int],
-        model_cid: str,
-        report_hash: bytes,
+        self, *, job: JobTerms, amounts: list[int], model_cid: str, report_hash: bytes
     ) -> Outcome:
+        """Credit `amounts[i]` to `job.owners[i]`; they add up to the value minus the fee."""
         return self._send(
-            settle_intent(job.job_id), "settle", job.as_tuple(),
-            [Web3.to_checksum_address(p) for p in payees], amounts, model_cid, report_hash,
-        )  # fmt: skip
+            settle_intent(job.job_id), "settle", job.as_tuple(), amounts, model_cid, report_hash
+        )
 
     def refund(self, *, job: JobTerms) -> Outcome:
         return self._send(f"refund:{job.job_id.hex()}", "refund", job.as_tuple())

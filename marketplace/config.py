@@ -34,7 +34,9 @@ def env_bool(name: str, default: bool) -> bool:
     raise SettingError(f"{name}={value!r} is malformed: expected 1/0, true/false, yes/no or on/off")
 
 
-def env_int(name: str, default: int | None = None, *, minimum: int | None = None) -> int:
+def env_int(
+    name: str, default: int | None = None, *, minimum: int | None = None, maximum: int | None = None
+) -> int:
     raw = os.environ.get(name)
     if raw is None or raw == "":
         if default is None:
@@ -46,6 +48,8 @@ def env_int(name: str, default: int | None = None, *, minimum: int | None = None
         raise SettingError(f"{name}={raw!r} is malformed: expected an integer") from None
     if minimum is not None and value < minimum:
         raise SettingError(f"{name}={raw!r} is out of range: expected an integer >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise SettingError(f"{name}={raw!r} is out of range: expected an integer <= {maximum}")
     return value
 
 
@@ -73,6 +77,18 @@ def env_private_key(name: str, default: str | None) -> str:
     if not valid:
         raise SettingError(f"{name} is malformed: expected a 32-byte hex private key (0x + 64 hex)")
     return "0x" + digits.lower()
+
+
+def signing_keys_check(operator: str, admin: str, *, production: bool) -> None:
+    """Check the signing keys the environment holds (a worker's; the web holds none): each is
+    well-formed, and in production the admin and the operator are different keys. Nothing is
+    kept: the transaction sender reads its key when it first signs."""
+    keys = {name: env_private_key(name, None) for name in (operator, admin) if os.environ.get(name)}
+    if production and len(keys) == 2 and keys[operator] == keys[admin]:
+        raise SettingError(
+            f"{operator} and {admin} are the same key: the operator and the admin must be "
+            "different keys"
+        )
 
 
 def _decode_master_key(name: str, value: str) -> bytes:

@@ -30,6 +30,17 @@ DATA_DIR = Path(os.environ.get("MARKETPLACE_DATA_DIR", ROOT / ".data"))
 
 # The public test mnemonic anvil derives its dev accounts from (dev and tests only).
 DEV_MNEMONIC = "test test test test test test test test test test test junk"
+# Accounts 0-9 are the users' (demo owners, tests); the marketplace's own keys come after them.
+DEV_ACCOUNTS = 20
+
+
+def dev_private_key(index: int) -> str:
+    """The private key of anvil dev account `index` (derived from the public test mnemonic)."""
+    from eth_account import Account
+
+    Account.enable_unaudited_hdwallet_features()
+    account = Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
+    return "0x" + bytes(account.key).hex()
 
 
 def free_port() -> int:
@@ -106,6 +117,7 @@ def anvil_command(port: int, state_file: Path | None = None, chain_id: int = 313
         "--port", str(port),
         "--chain-id", str(chain_id),
         "--mnemonic", DEV_MNEMONIC,
+        "--accounts", str(DEV_ACCOUNTS),
         "--silent",
     ]  # fmt: skip
     if state_file is not None:

@@ -1,7 +1,8 @@
 """Settings, read from the environment with working development defaults.
 
 Development (DJANGO_DEBUG unset or 1): SQLite unless DATABASE_URL is set, local Redis, anvil and
-IPFS node, an anvil dev key as operator on chain 31337, and a master key generated into .data/.
+IPFS node, anvil dev keys as operator and admin on chain 31337, and a master key generated into
+.data/.
 Production (DJANGO_DEBUG=0): secrets and hosts must come from the environment.
 """
 
@@ -13,11 +14,11 @@ from marketplace.config import (
     SettingError,
     env_bool,
     env_int,
-    env_private_key,
     env_rates,
     env_str,
     env_url,
     master_key,
+    signing_keys_check,
 )
 
 BASE_DIR = Path(__file__).resolve().parent.parent
@@ -187,15 +188,24 @@ CELERY_BEAT_SCHEDULE: dict = {}  # filled in below, once the chain settings are 
 CHAIN_RPC_URL = env_url("CHAIN_RPC_URL", "http://127.0.0.1:8545", schemes=("http", "https"))
 CHAIN_ID = env_int("CHAIN_ID", 31337, minimum=1)
 DEV_CHAIN_ID = 31337
-# anvil's first well-known dev account key; a default only on the local dev chain.
-_ANVIL_DEV_KEY = "0xac0974bec39a17e36ba4a6b4d238ff944bacb478cbed5efcae784d7bf4f2ff80"
-OPERATOR_PRIVATE_KEY = env_private_key(
-    "OPERATOR_PRIVATE_KEY", _ANVIL_DEV_KEY if CHAIN_ID == DEV_CHAIN_ID else None
+# The signing keys, by role: the operator relays listings, settles and refunds; the admin deploys
+# and sets fees and roles. Only workers hold them (the web never signs); the sender reads its key
+# from the environment when it first signs (chain/sender.py), so nothing here keeps one.
+SIGNING_KEY_SETTINGS = {"operator": "OPERATOR_PRIVATE_KEY", "admin": "ADMIN_PRIVATE_KEY"}
+signing_keys_check(
+    SIGNING_KEY_SETTINGS["operator"],
+    SIGNING_KEY_SETTINGS["admin"],
+    production=not DEBUG or CHAIN_ID != DEV_CHAIN_ID,
 )
-# Fee terms written into the escrow contract when it is first deployed.
+# Dev chain only: the keys default to anvil accounts 10 and 11 of the public test mnemonic (1-9
+# are the users'), so a dev stack needs no key configured.
+SIGNING_KEY_DEV_ACCOUNTS = {"operator": 10, "admin": 11} if CHAIN_ID == DEV_CHAIN_ID else {}
+# Fee terms written into the escrow contract when it is deployed (its bounds: 20 %, 30 days).
 ESCROW_COMPUTE_FEE_WEI = env_int("ESCROW_COMPUTE_FEE_WEI", 10**15, minimum=0)
-ESCROW_FEE_BPS = env_int("ESCROW_FEE_BPS", 500, minimum=0)
-ESCROW_REFUND_DELAY_SECONDS = env_int("ESCROW_REFUND_DELAY_SECONDS", 86400, minimum=60)
+ESCROW_FEE_BPS = env_int("ESCROW_FEE_BPS", 500, minimum=0, maximum=2_000)
+ESCROW_REFUND_DELAY_SECONDS = env_int(
+    "ESCROW_REFUND_DELAY_SECONDS", 86400, minimum=60, maximum=30 * 86400
+)
 
 # The RPC URL the browser's dev wallet talks to (only used on the dev chain).
 # Empty: the same as CHAIN_RPC_URL.

@@ -31,7 +31,8 @@ def _fresh_limits_and_health():
 
 @pytest.fixture(scope="session")
 def anvil():
-    """A fresh anvil (chain id 31337, the dev mnemonic) for the whole test session."""
+    """A fresh anvil (chain id 31337, the dev mnemonic, 20 accounts: 10 and 11 are the
+    marketplace's operator and admin) for the whole test session."""
     node = devstack.start_anvil()
     previous = settings.CHAIN_RPC_URL
     settings.CHAIN_RPC_URL = node.url
@@ -58,12 +59,12 @@ def _deployed_addresses(anvil, django_db_setup, django_db_blocker):
     The rows are removed again, so that each test starts from an empty database."""
     from chain.client import get_web3
     from chain.models import ChainTransaction, Deployment
-    from chain.sender import operator_sender
+    from chain.sender import admin_sender, signing_address
     from chain.services import contracts_deploy
 
     with django_db_blocker.unblock():
         w3 = get_web3()
-        contracts_deploy(w3=w3, sender=operator_sender(w3))
+        contracts_deploy(w3=w3, sender=admin_sender(w3), operator=signing_address("operator"))
         rows = list(Deployment.objects.filter(chain_id=settings.CHAIN_ID).values())
         Deployment.objects.all().delete()
         ChainTransaction.objects.all().delete()

@@ -61,13 +61,19 @@ def withdrawal_hint(*, user: User, tx_hash: str) -> None:
 
 
 def _entries(earnings: list[Earning], payee: str) -> list[dict]:
-    """Each credit split into the datasets it paid for (from the run's recorded payouts)."""
+    """Each credit with the dataset it paid for: the escrow credits a dataset's owner once per
+    dataset, in the run's dataset order, so a run's credits pair with the payee's datasets."""
     runs = {e.run_id for e in earnings if e.run_id}
     rows: dict[int, list[TrainingRunDataset]] = {}
-    for row in TrainingRunDataset.objects.filter(
-        run_id__in=runs, owner_address=payee
-    ).select_related("dataset"):
+    for row in (
+        TrainingRunDataset.objects.filter(run_id__in=runs, owner_address=payee)
+        .select_related("dataset")
+        .order_by("position")
+    ):
         rows.setdefault(row.run_id, []).append(row)
+    credits: dict[int, list[Earning]] = {}
+    for earning in sorted(earnings, key=lambda e: (e.block_number, e.log_index)):
+        credits.setdefault(earning.run_id, []).append(earning)
     entries = []
     for earning in earnings:
         common = {
@@ -77,6 +83,11 @@ def _entries(earnings: list[Earning], payee: str) -> list[dict]:
             "at": earning.block_timestamp,
         }
         parts = rows.get(earning.run_id, [])
+        of_run = credits.get(earning.run_id, [])
+        if parts and len(of_run) == len(parts):
+            part = parts[of_run.index(earning)]
+            if int(part.amount_wei or 0) == earning.amount_wei:
+                parts = [part]
         if parts and sum(int(p.amount_wei or 0) for p in parts) == earning.amount_wei:
             entries.extend(
                 {**common, "dataset_id": p.dataset_id, "dataset_title": p.dataset.title,

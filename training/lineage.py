@@ -31,8 +31,12 @@ def verify_lineage(
 ) -> list[Check]:
     checks: list[Check] = []
     events = escrow.job_events(job_id)
-    funded = next((e for e in events if e.name == "JobFunded"), None)
     settled = next((e for e in events if e.name == "JobSettled"), None)
+    # Anyone may fund a job under the same id: the lineage is the settled buyer's job.
+    buyer = settled.args["buyer"] if settled else None
+    funded = next(
+        (e for e in events if e.name == "JobFunded" and buyer in (None, e.args["buyer"])), None
+    )
     credits = [e for e in events if e.name == "PayeeCredited"]
     checks.append(Check("funding event", funded is not None, funded.tx_hash if funded else "none"))
     checks.append(

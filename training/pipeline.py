@@ -16,7 +16,7 @@ from django.conf import settings
 
 from chain.wrappers import DatasetRegistry, JobTerms, Outcome, TrainingEscrow
 from training.models import TrainingRun, TrainingRunDataset
-from training.payouts import Payout, payees_and_amounts, payouts_for
+from training.payouts import payouts_for
 
 MIN_ROWS = 30
 DATASET_COLUMN = "__dataset__"
@@ -40,11 +40,24 @@ class Packaged:
 
 
 def job_terms(run: TrainingRun) -> JobTerms:
-    return JobTerms(
-        job_id=bytes.fromhex(run.job_id), buyer=run.buyer.address,
-        value_wei=int(run.funded_value_wei), fee_wei=int(run.fee_wei),
-        refund_after=int(run.refund_after),
-    )  # fmt: skip
+    """The job's terms as the escrow committed them: the buyer's JobFunded event in the funding
+    transaction (datasets and owners included), which settle and refund pass back."""
+    from web3 import Web3
+
+    from chain.client import deployed_addresses, get_web3
+    from chain.events import decode_receipt
+
+    w3 = get_web3()
+    receipt = w3.eth.get_transaction_receipt(run.funding_tx)
+    buyer = Web3.to_checksum_address(run.buyer.address)
+    for event in decode_receipt(w3, receipt, deployed_addresses()):
+        if (
+            event.name == "JobFunded"
+            and event.args["jobId"].removeprefix("0x") == run.job_id
+            and event.args["buyer"] == buyer
+        ):
+            return JobTerms.from_event(event)
+    raise RunFailed(f"The funding transaction {run.funding_tx} did not fund this run's job.")
 
 
 def model_key_context(job_id: str) -> bytes:
@@ -231,16 +244,16 @@ def discard(packaged: Packaged, *, keep: set[str]) -> None:
 
 
 def settle(run: TrainingRun) -> Outcome:
-    """Send the settlement the recorded report commits to (once per job: a retry follows the
-    same transaction)."""
-    recorded = [
-        Payout(d["listing_id"], d["owner"], d["contribution"], int(d["amount_wei"]))
-        for d in run.report["datasets"]
-    ]
-    payees, amounts = payees_and_amounts(recorded)
+    """Send the settlement the recorded report commits to, one amount per dataset, credited by
+    the escrow to the owner it committed at funding (once per job: a retry follows the same
+    transaction)."""
+    job = job_terms(run)
+    datasets = run.report["datasets"]
+    if tuple(d["listing_id"] for d in datasets) != job.dataset_ids:
+        raise RunFailed("The report's datasets are not the ones the payment was for.")
     return TrainingEscrow.deployed().settle(
-        job=job_terms(run), payees=payees, amounts=amounts,
-        model_cid=run.model_cid, report_hash=bytes.fromhex(run.report_hash[2:]),
+        job=job, amounts=[int(d["amount_wei"]) for d in datasets], model_cid=run.model_cid,
+        report_hash=bytes.fromhex(run.report_hash[2:]),
     )  # fmt: skip
 
 

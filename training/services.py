@@ -226,14 +226,32 @@ def training_run_escrow_request(run: TrainingRun) -> dict:
 # --- Funding -------------------------------------------------------------------------------------
 
 
+def _by_buyer(run: TrainingRun, event: ChainEvent) -> bool:
+    """Whether `event` concerns the run's buyer's job: anyone can fund (and later refund) a job
+    under a run's id, which is readable before payment, and that job is not the run's."""
+    buyer = run.buyer.address
+    return bool(buyer) and Web3.to_checksum_address(event.args["buyer"]) == (
+        Web3.to_checksum_address(buyer)
+    )
+
+
 def training_run_funding_record(w3: Web3, event: ChainEvent) -> None:
-    """Indexer handler for JobFunded (and the client's funding hint): queue the run once."""
+    """Indexer handler for JobFunded (and the client's funding hint): queue the run once, for
+    the run's buyer's payment only."""
     job_id = event.args["jobId"].removeprefix("0x")
-    run = TrainingRun.objects.filter(job_id=job_id).first()
+    run = TrainingRun.objects.select_related("buyer").filter(job_id=job_id).first()
     if run is None:
         logger.info("JobFunded for job %s that is not ours", job_id)
         return
-    expected = list(run.inputs.order_by("position").values_list("listing_id", flat=True))
+    if not _by_buyer(run, event):
+        logger.warning(
+            "JobFunded for run %s's job id by %s, not its buyer: ignored",
+            run.pk,
+            event.args["buyer"],
+        )
+        return
+    inputs = list(run.inputs.order_by("position"))
+    expected = [entry.listing_id for entry in inputs]
     updated = TrainingRun.objects.filter(
         pk=run.pk, status=TrainingRun.Status.AWAITING_PAYMENT
     ).update(
@@ -250,12 +268,16 @@ def training_run_funding_record(w3: Web3, event: ChainEvent) -> None:
         return  # seen before
 
     if event.args["datasetIds"] != expected:
-        # Someone funded this job id for other datasets: give the money back, train nothing.
+        # The buyer funded this job for other datasets: give the money back, train nothing.
         training_run_fail(
             run_id=run.pk, reason="The payment named other datasets than this run, so nothing "
             "was trained.",
         )  # fmt: skip
         return
+    for entry, owner in zip(inputs, event.args["owners"], strict=True):
+        if entry.owner_address != owner:
+            # The escrow pays the owner it committed at funding: the report names the same.
+            TrainingRunDataset.objects.filter(pk=entry.pk).update(owner_address=owner)
     transaction.on_commit(lambda: training_run_enqueue(run.pk))
 
 
@@ -314,13 +336,14 @@ def _queue_refund(run_id: int) -> None:
 
 def training_run_funding_hint(*, run: TrainingRun, tx_hash: str) -> TrainingRun:
     """The buyer's client says it paid in `tx_hash`: read that receipt now rather than wait for
-    the indexer. Only a JobFunded event of this run's job counts."""
+    the indexer. Only a JobFunded event of this run's job, paid by its buyer, counts."""
     from chain.events import events_of_mined_transaction
 
     w3, events = events_of_mined_transaction(tx_hash)
     funded = [
         e for e in events
         if e.name == "JobFunded" and e.args["jobId"].removeprefix("0x") == run.job_id
+        and _by_buyer(run, e)
     ]  # fmt: skip
     if not funded:
         raise refuse("That transaction did not fund this run.", "not_this_run")
@@ -446,7 +469,7 @@ def _record_earnings(outcome) -> None:
 def _follow_the_chain(run: TrainingRun) -> bool:
     """If the escrow already settled or refunded the job, record that; True when it had."""
     escrow = TrainingEscrow.deployed()
-    events = escrow.job_events(bytes.fromhex(run.job_id))
+    events = escrow.job_events(bytes.fromhex(run.job_id), buyer=run.buyer.address)
     for event in events:
         if event.name == "JobSettled":
             if not training_run_settlement_record(
@@ -537,8 +560,8 @@ def training_run_refund_record(*, run_id: int, tx_hash: str) -> bool:
 def training_run_settled_event_record(w3: Web3, event: ChainEvent) -> None:
     """Indexer handler for JobSettled: a settlement the worker did not see mined is recorded."""
     job_id = event.args["jobId"].removeprefix("0x")
-    run = TrainingRun.objects.filter(job_id=job_id).first()
-    if run is None or run.status == Status.COMPLETED:
+    run = TrainingRun.objects.select_related("buyer").filter(job_id=job_id).first()
+    if run is None or run.status == Status.COMPLETED or not _by_buyer(run, event):
         return
     if run.report_hash.lower() != str(event.args["reportHash"]).lower():
         logger.warning("JobSettled for run %s names another report", run.pk)
@@ -549,10 +572,11 @@ def training_run_settled_event_record(w3: Web3, event: ChainEvent) -> None:
 
 
 def training_run_refunded_event_record(w3: Web3, event: ChainEvent) -> None:
-    """Indexer handler for JobRefunded (ours, or the buyer's own after the refund delay)."""
+    """Indexer handler for JobRefunded (ours, or the buyer's own after the refund delay; a
+    stranger's refund of its own job under the run's id is not the run's)."""
     job_id = event.args["jobId"].removeprefix("0x")
-    run = TrainingRun.objects.filter(job_id=job_id).first()
-    if run is None or run.status in (Status.COMPLETED, Status.FAILED):
+    run = TrainingRun.objects.select_related("buyer").filter(job_id=job_id).first()
+    if run is None or run.status in (Status.COMPLETED, Status.FAILED) or not _by_buyer(run, event):
         return
     if not run.error:
         TrainingRun.objects.filter(pk=run.pk, error="").update(

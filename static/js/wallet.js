@@ -111,7 +111,8 @@
     async devAccounts() {
       if (!this.hasDevWallet()) throw new WalletError("no_dev_wallet", "The dev wallet exists only on the local development chain.");
       const accounts = await new DevWallet(config.devRpcUrl, null).rpc("eth_accounts", []);
-      return accounts.map(toChecksumAddress);
+      // Accounts 0-9 are the users'; from 10 on they are the marketplace's own (operator, admin).
+      return accounts.slice(0, 10).map(toChecksumAddress);
     },
 
     /* Connect to the browser wallet ("browser") or the dev wallet ("dev", account). */

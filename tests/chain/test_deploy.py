@@ -4,8 +4,9 @@ import pytest
 from django.core.management import call_command
 from web3 import Web3
 
-from chain.client import get_web3
+from chain.client import bytecode_sha256, contract_at, get_web3
 from chain.models import ChainTransaction, Deployment
+from chain.sender import signing_address
 
 PRODUCT = {"IdentityRegistry", "DatasetRegistry", "TrainingEscrow"}
 
@@ -13,6 +14,10 @@ PRODUCT = {"IdentityRegistry", "DatasetRegistry", "TrainingEscrow"}
 def deploy(capsys) -> str:
     call_command("deploy_contracts")
     return capsys.readouterr().out
+
+
+def renewed(out: str) -> list[str]:
+    return [line.split()[0] for line in out.splitlines() if line.split()[1:3] == ["deployed", "at"]]
 
 
 @pytest.mark.django_db
@@ -39,8 +44,49 @@ def test_deploy_then_rerun_does_nothing(anvil, capsys):
         ],
     )
     operator_role = Web3.keccak(text="OPERATOR_ROLE")
-    operator = ChainTransaction.objects.first().sender
-    assert escrow.functions.hasRole(operator_role, operator).call() is True
+    deployer = ChainTransaction.objects.first().sender
+    assert deployer == signing_address("admin")  # the admin deploys; the operator only operates
+    assert escrow.functions.hasRole(b"\x00" * 32, deployer).call() is True
+    assert escrow.functions.hasRole(operator_role, deployer).call() is False
+    assert escrow.functions.hasRole(operator_role, signing_address("operator")).call() is True
+
+
+@pytest.mark.django_db
+def test_a_contract_that_is_not_the_current_build_is_deployed_anew(anvil, capsys):
+    deploy(capsys)
+    before = {d.contract: d for d in Deployment.objects.filter(chain_id=31337)}
+    # As recorded by a deployment of the escrow's previous build.
+    Deployment.objects.filter(contract="TrainingEscrow").update(bytecode_sha256="0" * 64)
+
+    out = deploy(capsys)
+
+    after = {d.contract: d for d in Deployment.objects.filter(chain_id=31337)}
+    assert renewed(out) == ["TrainingEscrow"]
+    assert after["TrainingEscrow"].address != before["TrainingEscrow"].address
+    assert after["TrainingEscrow"].bytecode_sha256 == bytecode_sha256("TrainingEscrow")
+    assert after["TrainingEscrow"].block_number > before["TrainingEscrow"].block_number
+    for name in ("IdentityRegistry", "DatasetRegistry"):
+        assert after[name].address == before[name].address
+    escrow = contract_at(get_web3(), "TrainingEscrow", after["TrainingEscrow"].address)
+    assert escrow.functions.registry().call() == after["DatasetRegistry"].address
+    assert escrow.functions.MAX_FEE_BPS().call() == 2_000
+    assert renewed(deploy(capsys)) == []
+
+
+@pytest.mark.django_db
+def test_a_registry_deployed_anew_takes_the_escrow_built_on_it_along(anvil, capsys):
+    deploy(capsys)
+    before = {d.contract: d.address for d in Deployment.objects.filter(chain_id=31337)}
+    Deployment.objects.filter(contract="DatasetRegistry").update(bytecode_sha256="0" * 64)
+
+    out = deploy(capsys)
+
+    after = {d.contract: d.address for d in Deployment.objects.filter(chain_id=31337)}
+    assert renewed(out) == ["DatasetRegistry", "TrainingEscrow"]
+    assert after["IdentityRegistry"] == before["IdentityRegistry"]
+    assert after["DatasetRegistry"] != before["DatasetRegistry"]
+    escrow = contract_at(get_web3(), "TrainingEscrow", after["TrainingEscrow"])
+    assert escrow.functions.registry().call() == after["DatasetRegistry"]
 
 
 @pytest.mark.django_db

@@ -5,7 +5,6 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
-from django.conf import settings as django_settings
 from django.db import connection
 from eth_account import Account
 from hexbytes import HexBytes
@@ -14,7 +13,7 @@ from web3.exceptions import TransactionNotFound
 
 from chain.client import get_web3
 from chain.models import ChainTransaction
-from chain.sender import TransactionPending, TransactionRejected, operator_sender
+from chain.sender import TransactionPending, TransactionRejected, operator_sender, signing_key
 
 RECIPIENT = "0x70997970C51812dc3A010C7d01b50e0d17dc79C8"  # anvil dev account 1
 
@@ -178,7 +177,7 @@ def test_a_nonce_taken_by_another_transaction_releases_the_intent(anvil):
     sender._sign_and_record(intent="test:overtaken", to=RECIPIENT, data="0x", value=21, gas=21000)
     # The same key spends the nonce outside the sender (another wallet holding the key).
     base_fee = w3.eth.get_block("latest")["baseFeePerGas"]
-    other = Account.from_key(django_settings.OPERATOR_PRIVATE_KEY).sign_transaction(
+    other = Account.from_key(signing_key("operator")).sign_transaction(
         {
             "chainId": sender.chain_id,
             "nonce": nonce,

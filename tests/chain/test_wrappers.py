@@ -103,14 +103,15 @@ def test_fund_settle_withdraw_moves_exactly_the_escrowed_wei(contracts):
     assert len(funded) == 1 and funded[0].args["datasetIds"] == [dataset_id]
     job = JobTerms.from_event(funded[0])
     assert (job.buyer, job.value_wei, job.fee_wei) == (BUYER, quote.price_wei, quote.fee_wei)
-    assert escrow.job_state(job_id) == JobState.FUNDED
+    assert escrow.job_state(job_id, buyer=BUYER) == JobState.FUNDED
 
     payout = job.value_wei - job.fee_wei
+    assert job.dataset_ids == (dataset_id,) and job.owners == (OWNER,)
     settled = escrow.settle(
-        job=job, payees=[OWNER], amounts=[payout], model_cid="bafy-model", report_hash=b"\x55" * 32
+        job=job, amounts=[payout], model_cid="bafy-model", report_hash=b"\x55" * 32
     )
     again = escrow.settle(
-        job=job, payees=[OWNER], amounts=[payout], model_cid="bafy-model", report_hash=b"\x55" * 32
+        job=job, amounts=[payout], model_cid="bafy-model", report_hash=b"\x55" * 32
     )
 
     assert again.tx_hash == settled.tx_hash  # the same intent is never sent twice
@@ -120,7 +121,7 @@ def test_fund_settle_withdraw_moves_exactly_the_escrowed_wei(contracts):
         "amount": payout,
     }
     assert settled.event("JobSettled").args["modelCid"] == "bafy-model"
-    assert escrow.job_state(job_id) == JobState.SETTLED
+    assert escrow.job_state(job_id, buyer=BUYER) == JobState.SETTLED
     assert escrow.balance_of(OWNER) >= payout
 
     owed = escrow.balance_of(OWNER)
@@ -145,7 +146,7 @@ def test_operator_refund_credits_the_buyer_in_full(contracts):
 
     assert outcome.event("JobRefunded").args["value"] == job.value_wei
     assert escrow.balance_of(BUYER) == owed_before + job.value_wei
-    assert escrow.job_state(job_id) == JobState.REFUNDED
+    assert escrow.job_state(job_id, buyer=BUYER) == JobState.REFUNDED
 
 
 def test_identity_attribute_set_from_the_users_wallet_is_decoded(contracts):
@@ -176,8 +177,8 @@ def test_listing_and_job_lineage_are_read_back_from_events(contracts):
     receipt = wallet_send(w3, BUYER, escrow.fund_request(job_id, [dataset_id]))
     job = JobTerms.from_event(decode_receipt(w3, receipt, deployed_addresses())[0])
     escrow.settle(
-        job=job, payees=[OWNER], amounts=[job.value_wei - job.fee_wei],
-        model_cid="bafy-lineage-model", report_hash=b"\x66" * 32,
+        job=job, amounts=[job.value_wei - job.fee_wei], model_cid="bafy-lineage-model",
+        report_hash=b"\x66" * 32,
     )  # fmt: skip
 
     listed = registry.listed_event(dataset_id)
@@ -187,5 +188,23 @@ def test_listing_and_job_lineage_are_read_back_from_events(contracts):
     assert registry.listed_event(10**9) is None
     assert [e.name for e in lineage] == ["JobFunded", "PayeeCredited", "JobSettled"]
     assert lineage[0].args["datasetIds"] == [dataset_id]
+    assert lineage[0].args["owners"] == [OWNER]
+    assert lineage[2].args["buyer"] == BUYER
     assert lineage[2].args["modelCid"] == "bafy-lineage-model"
     assert lineage[2].args["reportHash"] == "0x" + "66" * 32
+
+
+def test_the_keys_are_the_dev_accounts_after_the_users_and_hold_one_role_each(contracts):
+    from chain.sender import signing_address
+
+    escrow = TrainingEscrow.deployed()
+    operator, admin = signing_address("operator"), signing_address("admin")
+    accounts = get_web3().eth.accounts
+    assert (operator, admin) == (accounts[10], accounts[11])
+    operator_role = escrow.contract.functions.OPERATOR_ROLE().call()
+    admin_role = escrow.contract.functions.DEFAULT_ADMIN_ROLE().call()
+    assert escrow.contract.functions.hasRole(operator_role, operator).call() is True
+    assert escrow.contract.functions.hasRole(admin_role, admin).call() is True
+    assert escrow.contract.functions.hasRole(operator_role, admin).call() is False
+    assert escrow.contract.functions.hasRole(admin_role, operator).call() is False
+    assert escrow.contract.functions.hasRole(operator_role, accounts[0]).call() is False

@@ -225,9 +225,15 @@ class Market:
         buyer = buyer or self.actors.buyer.address
         price, _fee = self.escrow.functions.quote(dataset_ids).call()
         receipt = self.chain.transact(self.escrow.functions.fund(job_id, dataset_ids), buyer, price)
-        funded = events(self.escrow, receipt, "JobFunded")[0]
-        job = (job_id, funded["buyer"], funded["value"], funded["fee"], funded["refundAfter"])
-        return receipt, job
+        return receipt, job_terms(events(self.escrow, receipt, "JobFunded")[0])
+
+
+def job_terms(funded: dict[str, Any]) -> tuple:
+    """The Job tuple that settle / refund take, from a JobFunded event."""
+    return (
+        funded["jobId"], funded["buyer"], funded["value"], funded["fee"], funded["refundAfter"],
+        list(funded["datasetIds"]), list(funded["owners"]),
+    )  # fmt: skip
 
 
 @pytest.fixture

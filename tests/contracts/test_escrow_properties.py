@@ -1,5 +1,6 @@
 """Property: whatever sequence of fund / settle / refund / withdraw / fee operations runs, the
-escrow's ETH equals what it owes: withdrawable balances + funded-unsettled jobs + fees held."""
+escrow's ETH equals what it owes: withdrawable balances + funded-unsettled jobs + fees held; and
+whoever funds another buyer's job id gets a job of its own, never the buyer's."""
 
 from __future__ import annotations
 
@@ -18,6 +19,8 @@ fund_operations = st.tuples(st.just("fund"), st.integers(0, 2), dataset_sets)
 operations = st.one_of(
     fund_operations,
     fund_operations,
+    # Another buyer funds a job id already funded (e.g. a stranger copying a buyer's id).
+    st.tuples(st.just("fund_taken_id"), st.integers(0, 20), st.integers(0, 2), dataset_sets),
     st.tuples(
         st.just("settle"), st.integers(0, 20), st.lists(st.integers(0, 5), min_size=1, max_size=4)
     ),
@@ -25,7 +28,7 @@ operations = st.one_of(
     st.tuples(st.just("refund_by_buyer"), st.integers(0, 20), st.booleans()),
     st.tuples(st.just("withdraw"), st.integers(0, 6)),
     st.tuples(st.just("withdraw_fees")),
-    st.tuples(st.just("set_fees"), st.integers(0, 10**15), st.integers(0, 10_000)),
+    st.tuples(st.just("set_fees"), st.integers(0, 10**15), st.integers(0, 2_000)),
     st.tuples(st.just("set_price"), st.integers(1, 3), st.integers(0, 10**17)),
 )
 
@@ -34,15 +37,15 @@ operations = st.one_of(
 class Model:
     """What the escrow should owe, kept by the test independently of the contract."""
 
-    jobs: dict[bytes, tuple] = field(default_factory=dict)  # id -> Job tuple
-    state: dict[bytes, int] = field(default_factory=dict)  # id -> 1 funded / 2 settled / 3 refunded
+    jobs: dict[tuple, tuple] = field(default_factory=dict)  # (buyer, id) -> Job tuple
+    state: dict[tuple, int] = field(default_factory=dict)  # -> 1 funded / 2 settled / 3 refunded
     balances: dict[str, int] = field(default_factory=dict)
     fees_held: int = 0
 
     def credit(self, account: str, amount: int) -> None:
         self.balances[account] = self.balances.get(account, 0) + amount
 
-    def pick(self, index: int) -> bytes | None:
+    def pick(self, index: int) -> tuple | None:
         ids = list(self.jobs)
         return ids[index % len(ids)] if ids else None
 
@@ -52,9 +55,9 @@ def check_invariant(market: Market, model: Model, accounts: list[str]) -> None:
     balances = {a: escrow.balanceOf(a).call() for a in accounts}
     assert balances == {a: model.balances.get(a, 0) for a in accounts}
     assert escrow.feesHeld().call() == model.fees_held
-    for job_id, state in model.state.items():
-        assert escrow.jobState(job_id).call() == state
-    funded = sum(job[2] for job_id, job in model.jobs.items() if model.state[job_id] == 1)
+    for (buyer, job_id), state in model.state.items():
+        assert escrow.jobState(buyer, job_id).call() == state
+    funded = sum(job[2] for key, job in model.jobs.items() if model.state[key] == 1)
     assert (
         market.chain.balance(market.escrow.address)
         == sum(balances.values()) + funded + model.fees_held
@@ -75,43 +78,51 @@ def run(market: Market, steps: list[tuple]) -> None:
         if kind == "fund":
             _, buyer_index, dataset_ids = step
             _, job = market.fund(keccak(text=f"job {number}"), dataset_ids, buyers[buyer_index])
-            model.jobs[job[0]], model.state[job[0]] = job, 1
-        elif kind == "settle":
-            job_id = model.pick(step[1])
-            if job_id is None:
+            model.jobs[job[1], job[0]], model.state[job[1], job[0]] = job, 1
+        elif kind == "fund_taken_id":
+            key = model.pick(step[1])
+            buyer = buyers[step[2]]
+            if key is None or (buyer, key[1]) in model.jobs:
                 continue
-            job, weights = model.jobs[job_id], step[2]
-            chosen = payees[: len(weights)]
+            _, job = market.fund(key[1], step[3], buyer)
+            model.jobs[buyer, key[1]], model.state[buyer, key[1]] = job, 1
+        elif kind == "settle":
+            key = model.pick(step[1])
+            if key is None:
+                continue
+            job, weights = model.jobs[key], step[2]
+            # One amount per dataset, credited to the owner committed at funding.
+            weights = (weights * len(job[5]))[: len(job[5])]
             to_payees = job[2] - job[3]
             total_weight = sum(weights) or 1
             amounts = [to_payees * w // total_weight for w in weights]
             amounts[0] += to_payees - sum(amounts)
-            call = escrow.settle(job, chosen, amounts, "bafymodel", b"\x00" * 32)
-            if model.state[job_id] != 1:
-                chain.reverts(call, operator, "JobNotFunded", job_id)
+            call = escrow.settle(job, amounts, "bafymodel", b"\x00" * 32)
+            if model.state[key] != 1:
+                chain.reverts(call, operator, "JobNotFunded", key[1])
                 continue
             chain.transact(call, operator)
-            model.state[job_id] = 2
-            for payee, amount in zip(chosen, amounts, strict=True):
+            model.state[key] = 2
+            for payee, amount in zip(job[6], amounts, strict=True):
                 model.credit(payee, amount)
             model.fees_held += job[3]
         elif kind in ("refund_by_operator", "refund_by_buyer"):
-            job_id = model.pick(step[1])
-            if job_id is None:
+            key = model.pick(step[1])
+            if key is None:
                 continue
-            job = model.jobs[job_id]
+            job_id, job = key[1], model.jobs[key]
             sender = operator if kind == "refund_by_operator" else job[1]
             if kind == "refund_by_buyer" and step[2]:
                 chain.increase_time(REFUND_DELAY)
             call = escrow.refund(job)
-            if model.state[job_id] != 1:
+            if model.state[key] != 1:
                 chain.reverts(call, sender, "JobNotFunded", job_id)
                 continue
             if sender != operator and chain.timestamp() + 1 < job[4]:
                 chain.reverts(call, sender, "RefundNotYetAllowed", job[4])
                 continue
             chain.transact(call, sender)
-            model.state[job_id] = 3
+            model.state[key] = 3
             model.credit(job[1], job[2])
         elif kind == "withdraw":
             account = accounts[step[1] % len(accounts)]

@@ -1,4 +1,5 @@
-"""TrainingEscrow: quote, fund, settle, refund, pull withdrawals, fees, roles, reentrancy."""
+"""TrainingEscrow: quote, fund, settle, refund, pull withdrawals, fees, roles, reentrancy, and
+the attacks v2 closes (a stranger funding a buyer's job id, a payee outside the job)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from tests.contracts.conftest import (
     REFUND_DELAY,
     Market,
     events,
+    job_terms,
     load_artifact,
 )
 
@@ -22,6 +24,8 @@ ADMIN_ROLE = b"\x00" * 32
 MODEL_CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
 REPORT_HASH = keccak(text="valuation report")
 NONE, FUNDED, SETTLED, REFUNDED = 0, 1, 2, 3
+MAX_FEE_BPS = 2_000
+MAX_REFUND_DELAY = 30 * 86400
 
 
 def job_id(label: str) -> bytes:
@@ -41,18 +45,17 @@ def listed(market: Market) -> Market:
     return market
 
 
-def split(market: Market, job: tuple, dataset_ids: list[int]) -> tuple[list[str], list[int]]:
+def split(market: Market, job: tuple) -> tuple[list[str], list[int]]:
     """Pays each dataset's owner its price net of the fee share (the rounding goes to the first)."""
-    owners = [market.registry.functions.getListing(i).call()[0] for i in dataset_ids]
-    prices = [market.registry.functions.getListing(i).call()[1] for i in dataset_ids]
+    prices = [market.registry.functions.getListing(i).call()[1] for i in job[5]]
     to_payees = job[2] - job[3]
     amounts = [p * to_payees // sum(prices) for p in prices]
     amounts[0] += to_payees - sum(amounts)
-    return owners, amounts
+    return job[6], amounts
 
 
-def settle_call(market: Market, job: tuple, payees: list[str], amounts: list[int]):
-    return market.escrow.functions.settle(job, payees, amounts, MODEL_CID, REPORT_HASH)
+def settle_call(market: Market, job: tuple, amounts: list[int]):
+    return market.escrow.functions.settle(job, amounts, MODEL_CID, REPORT_HASH)
 
 
 # --- deploy
@@ -66,10 +69,12 @@ def test_constructor_sets_roles_and_packed_fees(market: Market):
     assert escrow.hasRole(OPERATOR_ROLE, market.actors.admin.address).call() is False
     assert escrow.OPERATOR_ROLE().call() == OPERATOR_ROLE
     assert escrow.fees().call() == [COMPUTE_FEE, FEE_BPS, REFUND_DELAY]
-    # computeFee | feeBps << 128 | refundDelay << 144 in a single slot.
+    assert escrow.MAX_FEE_BPS().call() == MAX_FEE_BPS
+    assert escrow.MAX_REFUND_DELAY().call() == MAX_REFUND_DELAY
+    # computeFee | feeBps << 96 | refundDelay << 112 | feesHeld << 144 in a single slot.
     slot = 1  # AccessControl._roles is slot 0
     word = int.from_bytes(market.chain.w3.eth.get_storage_at(market.escrow.address, slot))
-    assert word == COMPUTE_FEE | FEE_BPS << 128 | REFUND_DELAY << 144
+    assert word == COMPUTE_FEE | FEE_BPS << 96 | REFUND_DELAY << 112
 
 
 @pytest.mark.parametrize(
@@ -78,9 +83,12 @@ def test_constructor_sets_roles_and_packed_fees(market: Market):
         ({"registry": "0x" + "00" * 20}, "ZeroAddress", ()),
         ({"admin": "0x" + "00" * 20}, "ZeroAddress", ()),
         ({"operator": "0x" + "00" * 20}, "ZeroAddress", ()),
-        ({"compute_fee": 2**128}, "ComputeFeeTooHigh", (2**128,)),
-        ({"fee_bps": 10_001}, "FeeBpsTooHigh", (10_001,)),
-        ({"refund_delay": 365 * 86400 + 1}, "RefundDelayTooLong", (365 * 86400 + 1,)),
+        ({"compute_fee": 2**96}, "ComputeFeeTooHigh", (2**96,)),
+        ({"fee_bps": MAX_FEE_BPS + 1}, "FeeBpsTooHigh", (MAX_FEE_BPS + 1,)),
+        ({"fee_bps": 10_000}, "FeeBpsTooHigh", (10_000,)),
+        ({"refund_delay": MAX_REFUND_DELAY + 1}, "RefundDelayTooLong", (MAX_REFUND_DELAY + 1,)),
+        ({"refund_delay": 365 * 86400}, "RefundDelayTooLong", (365 * 86400,)),
+        ({"same_key": True}, "AdminAndOperatorMustDiffer", ()),
     ],
 )
 def test_constructor_rejects_bad_configuration(market: Market, args, error, error_args):
@@ -94,6 +102,8 @@ def test_constructor_rejects_bad_configuration(market: Market, args, error, erro
         "refund_delay": REFUND_DELAY,
         **args,
     }
+    if values.pop("same_key", False):
+        values["operator"] = values["admin"]
     factory = market.chain.w3.eth.contract(abi=artifact["abi"], bytecode=artifact["bytecode"])
     market.chain.reverts(
         factory.constructor(*values.values()),
@@ -136,12 +146,13 @@ def test_fund_with_the_exact_price(listed: Market):
     funded_at = listed.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
 
     assert listed.chain.balance(listed.escrow.address) == price
-    assert listed.escrow.functions.jobState(job_id("a")).call() == FUNDED
+    assert listed.escrow.functions.jobState(buyer, job_id("a")).call() == FUNDED
     assert events(listed.escrow, receipt, "JobFunded") == [
         {
             "jobId": job_id("a"),
             "buyer": buyer,
             "datasetIds": [1, 2],
+            "owners": [listed.actors.alice.address, listed.actors.bob.address],
             "value": price,
             "fee": fee,
             "refundAfter": funded_at + REFUND_DELAY,
@@ -164,21 +175,23 @@ def test_fund_rejections(listed: Market):
 
     listed.chain.transact(fund(job_id("a"), [1]), buyer, price)
     listed.chain.reverts(fund(job_id("a"), [1]), buyer, "JobExists", job_id("a"), value=price)
-    assert listed.escrow.functions.jobState(job_id("b")).call() == NONE
+    assert listed.escrow.functions.jobState(buyer, job_id("b")).call() == NONE
 
 
 # --- settle
 
 
-def test_settle_credits_payees_and_keeps_the_fee(listed: Market):
+def test_settle_credits_owners_and_keeps_the_fee(listed: Market):
     _, job = listed.fund(job_id("a"), [1, 2, 3])
-    payees, amounts = split(listed, job, [1, 2, 3])
+    payees, amounts = split(listed, job)
     receipt = listed.chain.transact(
-        settle_call(listed, job, payees, amounts), listed.actors.operator.address
+        settle_call(listed, job, amounts), listed.actors.operator.address
     )
 
     escrow = listed.escrow.functions
-    assert escrow.jobState(job_id("a")).call() == SETTLED
+    a = listed.actors
+    assert payees == [a.alice.address, a.bob.address, a.carol.address]
+    assert escrow.jobState(job[1], job_id("a")).call() == SETTLED
     assert [escrow.balanceOf(p).call() for p in payees] == amounts
     assert escrow.feesHeld().call() == job[3]
     assert sum(amounts) + job[3] == job[2] == listed.chain.balance(listed.escrow.address)
@@ -187,111 +200,269 @@ def test_settle_credits_payees_and_keeps_the_fee(listed: Market):
         for p, a in zip(payees, amounts, strict=True)
     ]
     assert events(listed.escrow, receipt, "JobSettled") == [
-        {"jobId": job_id("a"), "modelCid": MODEL_CID, "reportHash": REPORT_HASH, "fee": job[3]}
+        {
+            "jobId": job_id("a"),
+            "buyer": job[1],
+            "modelCid": MODEL_CID,
+            "reportHash": REPORT_HASH,
+            "fee": job[3],
+        }
     ]
 
 
-def test_settle_the_same_payee_twice_adds_up(listed: Market):
-    _, job = listed.fund(job_id("a"), [1])
+def test_an_owner_of_two_datasets_is_credited_for_each(listed: Market):
     alice = listed.actors.alice.address
+    second = listed.list_dataset(alice, ETH)
+    _, job = listed.fund(job_id("a"), [1, second])
+    assert job[6] == [alice, alice]
     half = (job[2] - job[3]) // 2
     amounts = [half, job[2] - job[3] - half]
-    listed.chain.transact(
-        settle_call(listed, job, [alice, alice], amounts), listed.actors.operator.address
-    )
+    listed.chain.transact(settle_call(listed, job, amounts), listed.actors.operator.address)
     assert listed.escrow.functions.balanceOf(alice).call() == job[2] - job[3]
 
 
 def test_settle_twice_is_rejected(listed: Market):
     _, job = listed.fund(job_id("a"), [1])
-    payees, amounts = split(listed, job, [1])
+    payees, amounts = split(listed, job)
     operator = listed.actors.operator.address
-    listed.chain.transact(settle_call(listed, job, payees, amounts), operator)
-    listed.chain.reverts(
-        settle_call(listed, job, payees, amounts), operator, "JobNotFunded", job[0]
-    )
+    listed.chain.transact(settle_call(listed, job, amounts), operator)
+    listed.chain.reverts(settle_call(listed, job, amounts), operator, "JobNotFunded", job[0])
     assert listed.escrow.functions.balanceOf(payees[0]).call() == amounts[0]
 
 
 def test_settle_rejections(listed: Market):
     _, job = listed.fund(job_id("a"), [1, 2])
-    payees, amounts = split(listed, job, [1, 2])
+    _, amounts = split(listed, job)
     operator, chain = listed.actors.operator.address, listed.chain
     to_payees = job[2] - job[3]
 
     chain.reverts(
-        settle_call(listed, (job_id("zz"), *job[1:]), payees, amounts),
+        settle_call(listed, (job_id("zz"), *job[1:]), amounts), operator, "UnknownJob", job_id("zz")
+    )
+    chain.reverts(
+        settle_call(listed, (job[0], listed.actors.stranger.address, *job[2:]), amounts),
         operator,
         "UnknownJob",
-        job_id("zz"),
+        job[0],
     )
     for tampered in (
-        (job[0], listed.actors.stranger.address, *job[2:]),
-        (job[0], job[1], job[2] + 1, job[3], job[4]),
-        (job[0], job[1], job[2], job[3] - 1, job[4]),
-        (job[0], job[1], job[2], job[3], job[4] + 1),
+        (*job[:2], job[2] + 1, *job[3:]),
+        (*job[:3], job[3] - 1, *job[4:]),
+        (*job[:4], job[4] + 1, *job[5:]),
+        (*job[:5], [2, 1], job[6]),
+        (*job[:5], [1, 3], job[6]),
+        (*job[:6], list(reversed(job[6]))),
     ):
-        chain.reverts(
-            settle_call(listed, tampered, payees, amounts), operator, "JobTermsMismatch", job[0]
-        )
-    chain.reverts(settle_call(listed, job, payees, amounts[:1]), operator, "LengthMismatch")
+        chain.reverts(settle_call(listed, tampered, amounts), operator, "JobTermsMismatch", job[0])
+    chain.reverts(settle_call(listed, job, amounts[:1]), operator, "LengthMismatch")
+    chain.reverts(settle_call(listed, job, [*amounts, 0]), operator, "LengthMismatch")
     chain.reverts(
-        settle_call(listed, job, [payees[0], "0x" + "00" * 20], amounts), operator, "ZeroPayee"
-    )
-    chain.reverts(
-        settle_call(listed, job, payees, [amounts[0] - 1, amounts[1]]),
+        settle_call(listed, job, [amounts[0] - 1, amounts[1]]),
         operator,
         "AmountsMismatch",
         to_payees,
         to_payees - 1,
     )
     chain.reverts(
-        settle_call(listed, job, payees, [amounts[0], amounts[1] + 1]),
+        settle_call(listed, job, [amounts[0], amounts[1] + 1]),
         operator,
         "AmountsMismatch",
         to_payees,
         to_payees + 1,
     )
-    chain.reverts(
-        settle_call(listed, job, payees, amounts),
-        listed.actors.admin.address,
-        "AccessControlUnauthorizedAccount",
-        listed.actors.admin.address,
-        OPERATOR_ROLE,
+    assert listed.escrow.functions.jobState(job[1], job[0]).call() == FUNDED
+
+
+def test_settle_cannot_credit_an_address_outside_the_job(listed: Market):
+    """The payees are the owners committed at funding: naming another address (the operator's
+    own, a stranger's) in their place is a terms mismatch, and nothing is credited."""
+    _, job = listed.fund(job_id("a"), [1, 2])
+    _, amounts = split(listed, job)
+    operator, stranger = listed.actors.operator.address, listed.actors.stranger.address
+    for outsider in (stranger, operator):
+        for position in (0, 1):
+            owners = list(job[6])
+            owners[position] = outsider
+            listed.chain.reverts(
+                settle_call(listed, (*job[:6], owners), amounts),
+                operator,
+                "JobTermsMismatch",
+                job[0],
+            )
+    # Nor can a whole job be made up around the outsider (another buyer's slot is empty).
+    made_up = (job[0], stranger, job[2], job[3], job[4], [1], [stranger])
+    listed.chain.reverts(
+        settle_call(listed, made_up, [job[2] - job[3]]), operator, "UnknownJob", job[0]
     )
-    assert listed.escrow.functions.jobState(job[0]).call() == FUNDED
+    assert listed.escrow.functions.balanceOf(stranger).call() == 0
+    assert listed.escrow.functions.balanceOf(operator).call() == 0
+    assert listed.escrow.functions.jobState(job[1], job[0]).call() == FUNDED
+
+
+def test_the_owners_are_read_from_the_registry_at_funding(listed: Market):
+    """The buyer names only dataset ids; the owners in the commitment come from the registry."""
+    price, _ = listed.escrow.functions.quote([3, 1]).call()
+    receipt = listed.chain.transact(
+        listed.escrow.functions.fund(job_id("a"), [3, 1]), listed.actors.buyer.address, price
+    )
+    funded = events(listed.escrow, receipt, "JobFunded")[0]
+    assert funded["owners"] == [listed.actors.carol.address, listed.actors.alice.address]
 
 
 def test_prices_and_fees_are_frozen_at_funding(listed: Market):
     _, job = listed.fund(job_id("a"), [1])
     admin, operator = listed.actors.admin.address, listed.actors.operator.address
-    receipt = listed.chain.transact(listed.escrow.functions.setFees(7, 10_000), admin)
-    assert events(listed.escrow, receipt, "FeesChanged") == [{"computeFee": 7, "feeBps": 10_000}]
+    receipt = listed.chain.transact(listed.escrow.functions.setFees(7, MAX_FEE_BPS), admin)
+    assert events(listed.escrow, receipt, "FeesChanged") == [
+        {"computeFee": 7, "feeBps": MAX_FEE_BPS}
+    ]
     receipt = listed.chain.transact(listed.escrow.functions.setRefundDelay(60), admin)
     assert events(listed.escrow, receipt, "RefundDelayChanged") == [{"refundDelay": 60}]
-    listed.chain.transact(listed.registry.functions.setPrice(1, 1), listed.actors.alice.address)
+    listed.chain.transact(listed.registry.functions.setPrice(1, 100), listed.actors.alice.address)
 
-    assert listed.escrow.functions.fees().call() == [7, 10_000, 60]
-    assert listed.escrow.functions.quote([1]).call() == [1 + 7, 7 + 1]
-    payees, amounts = split(listed, job, [1])
-    listed.chain.transact(settle_call(listed, job, payees, amounts), operator)
+    assert listed.escrow.functions.fees().call() == [7, MAX_FEE_BPS, 60]
+    assert listed.escrow.functions.quote([1]).call() == [100 + 7, 7 + 20]
+    _, amounts = split(listed, job)
+    listed.chain.transact(settle_call(listed, job, amounts), operator)
     assert listed.escrow.functions.feesHeld().call() == expected_quote(ETH)[1]
     assert amounts == [ETH - ETH * FEE_BPS // 10_000]
 
 
-def test_fee_setters_are_checked(listed: Market):
-    admin, operator = listed.actors.admin.address, listed.actors.operator.address
+def test_fee_and_delay_bounds(listed: Market):
+    admin = listed.actors.admin.address
     escrow = listed.escrow.functions
-    listed.chain.reverts(escrow.setFees(0, 10_001), admin, "FeeBpsTooHigh", 10_001)
-    listed.chain.reverts(escrow.setFees(2**128, 0), admin, "ComputeFeeTooHigh", 2**128)
+    listed.chain.reverts(
+        escrow.setFees(0, MAX_FEE_BPS + 1), admin, "FeeBpsTooHigh", MAX_FEE_BPS + 1
+    )
+    listed.chain.reverts(escrow.setFees(0, 10_000), admin, "FeeBpsTooHigh", 10_000)
+    listed.chain.reverts(escrow.setFees(2**96, 0), admin, "ComputeFeeTooHigh", 2**96)
+    listed.chain.reverts(
+        escrow.setRefundDelay(MAX_REFUND_DELAY + 1),
+        admin,
+        "RefundDelayTooLong",
+        MAX_REFUND_DELAY + 1,
+    )
+    listed.chain.reverts(
+        escrow.setRefundDelay(365 * 86400), admin, "RefundDelayTooLong", 365 * 86400
+    )
     listed.chain.reverts(escrow.setRefundDelay(2**63), admin, "RefundDelayTooLong", 2**63)
-    for call in (escrow.setFees(0, 0), escrow.setRefundDelay(0)):
+    # The bounds themselves are allowed, and so are free jobs (everything to the owners).
+    listed.chain.transact(escrow.setFees(2**96 - 1, MAX_FEE_BPS), admin)
+    listed.chain.transact(escrow.setRefundDelay(MAX_REFUND_DELAY), admin)
+    assert escrow.fees().call() == [2**96 - 1, MAX_FEE_BPS, MAX_REFUND_DELAY]
+    listed.chain.transact(escrow.setFees(0, 0), admin)
+    assert escrow.quote([1, 2]).call() == [3 * ETH, 0]
+
+
+def test_the_bounds_cap_a_funded_jobs_fee_and_delay(listed: Market):
+    admin = listed.actors.admin.address
+    escrow = listed.escrow.functions
+    listed.chain.transact(escrow.setFees(0, MAX_FEE_BPS), admin)
+    listed.chain.transact(escrow.setRefundDelay(MAX_REFUND_DELAY), admin)
+    receipt, job = listed.fund(job_id("a"), [1])
+    funded_at = listed.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
+    assert job[3] == ETH * MAX_FEE_BPS // 10_000 == job[2] // 5
+    assert job[4] == funded_at + MAX_REFUND_DELAY
+
+
+# --- roles: the admin (fees, roles) and the operator (settle, refund) are different keys
+
+
+def test_the_operator_cannot_set_fees_or_roles(listed: Market):
+    operator = listed.actors.operator.address
+    escrow = listed.escrow.functions
+    for call in (
+        escrow.setFees(0, 0),
+        escrow.setRefundDelay(0),
+        escrow.withdrawFees(operator),
+        escrow.grantRole(OPERATOR_ROLE, listed.actors.stranger.address),
+        escrow.grantRole(ADMIN_ROLE, operator),
+    ):
         listed.chain.reverts(
             call, operator, "AccessControlUnauthorizedAccount", operator, ADMIN_ROLE
         )
-    # Free jobs are possible: no fee at all, everything to the dataset owners.
-    listed.chain.transact(escrow.setFees(0, 0), admin)
-    assert escrow.quote([1, 2]).call() == [3 * ETH, 0]
+
+
+def test_the_admin_cannot_settle_or_refund_early(listed: Market):
+    _, job = listed.fund(job_id("a"), [1])
+    _, amounts = split(listed, job)
+    admin = listed.actors.admin.address
+    listed.chain.reverts(
+        settle_call(listed, job, amounts),
+        admin,
+        "AccessControlUnauthorizedAccount",
+        admin,
+        OPERATOR_ROLE,
+    )
+    listed.chain.reverts(listed.escrow.functions.refund(job), admin, "NotBuyerOrOperator")
+    assert listed.escrow.functions.jobState(job[1], job[0]).call() == FUNDED
+
+
+def test_no_account_holds_both_roles(listed: Market):
+    admin, operator = listed.actors.admin.address, listed.actors.operator.address
+    escrow = listed.escrow.functions
+    listed.chain.reverts(
+        escrow.grantRole(OPERATOR_ROLE, admin), admin, "AdminAndOperatorMustDiffer", admin
+    )
+    listed.chain.reverts(
+        escrow.grantRole(ADMIN_ROLE, operator), admin, "AdminAndOperatorMustDiffer", operator
+    )
+    assert escrow.hasRole(OPERATOR_ROLE, admin).call() is False
+    assert escrow.hasRole(ADMIN_ROLE, operator).call() is False
+
+
+# --- a stranger funding a buyer's job id
+
+
+def test_a_strangers_funding_neither_blocks_nor_counts_for_the_buyer(listed: Market):
+    """The job id is readable before payment: a stranger who funds it first gets a job of its
+    own, the buyer still pays, the operator settles the buyer's job, and the stranger can only
+    reclaim its own money after the delay."""
+    a = listed.actors
+    buyer, stranger, operator = a.buyer.address, a.stranger.address, a.operator.address
+    escrow = listed.escrow.functions
+    _, theirs = listed.fund(job_id("a"), [1], buyer=stranger)
+    assert escrow.jobState(buyer, job_id("a")).call() == NONE
+
+    _, job = listed.fund(job_id("a"), [1, 2], buyer=buyer)
+    assert escrow.jobState(buyer, job_id("a")).call() == FUNDED
+    assert escrow.jobState(stranger, job_id("a")).call() == FUNDED
+    # The stranger's payment is not the buyer's: its terms settle nothing of the buyer's.
+    listed.chain.reverts(
+        settle_call(listed, (*theirs[:1], buyer, *theirs[2:]), [theirs[2] - theirs[3]]),
+        operator,
+        "JobTermsMismatch",
+        job[0],
+    )
+    _, amounts = split(listed, job)
+    listed.chain.transact(settle_call(listed, job, amounts), operator)
+    assert escrow.jobState(buyer, job_id("a")).call() == SETTLED
+    assert escrow.balanceOf(a.alice.address).call() == amounts[0]
+    assert escrow.balanceOf(a.bob.address).call() == amounts[1]
+
+    # The stranger can touch neither the buyer's job nor anyone's money but its own.
+    listed.chain.increase_time(REFUND_DELAY + 1)
+    listed.chain.reverts(escrow.refund(job), stranger, "JobNotFunded", job[0])
+    listed.chain.reverts(
+        escrow.refund((*theirs[:1], buyer, *theirs[2:])), stranger, "JobNotFunded", job[0]
+    )
+    receipt = listed.chain.transact(escrow.refund(theirs), stranger)
+    assert events(listed.escrow, receipt, "JobRefunded") == [
+        {"jobId": job[0], "buyer": stranger, "value": theirs[2]}
+    ]
+    assert escrow.balanceOf(stranger).call() == theirs[2]
+    assert escrow.balanceOf(buyer).call() == 0
+    assert escrow.jobState(buyer, job_id("a")).call() == SETTLED
+    assert listed.chain.balance(listed.escrow.address) == sum(amounts) + job[3] + theirs[2]
+
+
+def test_a_buyer_cannot_fund_the_same_job_twice(listed: Market):
+    buyer = listed.actors.buyer.address
+    listed.fund(job_id("a"), [1], buyer=buyer)
+    price, _ = listed.escrow.functions.quote([1]).call()
+    listed.chain.reverts(
+        listed.escrow.functions.fund(job_id("a"), [1]), buyer, "JobExists", job_id("a"), value=price
+    )
 
 
 # --- refund
@@ -303,24 +474,22 @@ def test_operator_refunds_before_settlement(listed: Market):
         listed.escrow.functions.refund(job), listed.actors.operator.address
     )
     buyer = listed.actors.buyer.address
-    assert listed.escrow.functions.jobState(job[0]).call() == REFUNDED
+    assert listed.escrow.functions.jobState(buyer, job[0]).call() == REFUNDED
     assert listed.escrow.functions.balanceOf(buyer).call() == job[2]
     assert events(listed.escrow, receipt, "JobRefunded") == [
         {"jobId": job[0], "buyer": buyer, "value": job[2]}
     ]
-    payees, amounts = split(listed, job, [2])
+    _, amounts = split(listed, job)
     operator = listed.actors.operator.address
-    listed.chain.reverts(
-        settle_call(listed, job, payees, amounts), operator, "JobNotFunded", job[0]
-    )
+    listed.chain.reverts(settle_call(listed, job, amounts), operator, "JobNotFunded", job[0])
     listed.chain.reverts(listed.escrow.functions.refund(job), operator, "JobNotFunded", job[0])
 
 
 def test_refund_after_settlement_is_rejected(listed: Market):
     _, job = listed.fund(job_id("a"), [1])
-    payees, amounts = split(listed, job, [1])
+    _, amounts = split(listed, job)
     operator, buyer = listed.actors.operator.address, listed.actors.buyer.address
-    listed.chain.transact(settle_call(listed, job, payees, amounts), operator)
+    listed.chain.transact(settle_call(listed, job, amounts), operator)
     listed.chain.increase_time(REFUND_DELAY + 1)
     listed.chain.reverts(listed.escrow.functions.refund(job), operator, "JobNotFunded", job[0])
     listed.chain.reverts(listed.escrow.functions.refund(job), buyer, "JobNotFunded", job[0])
@@ -350,12 +519,12 @@ def test_stranger_cannot_refund_even_after_the_delay(listed: Market):
     listed.chain.reverts(
         listed.escrow.functions.refund(job), listed.actors.stranger.address, "NotBuyerOrOperator"
     )
-    # ...and cannot name itself buyer: the terms are checked against the commitment.
+    # ...and cannot name itself buyer: it funded no such job.
     forged = (job[0], listed.actors.stranger.address, *job[2:])
     listed.chain.reverts(
         listed.escrow.functions.refund(forged),
         listed.actors.stranger.address,
-        "JobTermsMismatch",
+        "UnknownJob",
         job[0],
     )
 
@@ -365,8 +534,8 @@ def test_stranger_cannot_refund_even_after_the_delay(listed: Market):
 
 def test_withdraw_pays_the_whole_balance_once(listed: Market):
     _, job = listed.fund(job_id("a"), [1])
-    payees, amounts = split(listed, job, [1])
-    listed.chain.transact(settle_call(listed, job, payees, amounts), listed.actors.operator.address)
+    _, amounts = split(listed, job)
+    listed.chain.transact(settle_call(listed, job, amounts), listed.actors.operator.address)
     alice = listed.actors.alice.address
     before = listed.chain.balance(alice)
 
@@ -388,12 +557,12 @@ def test_withdraw_with_nothing(listed: Market):
 
 def test_withdraw_fees(listed: Market):
     _, job = listed.fund(job_id("a"), [1, 3])
-    payees, amounts = split(listed, job, [1, 3])
+    _, amounts = split(listed, job)
     admin, operator = listed.actors.admin.address, listed.actors.operator.address
     treasury = listed.actors.stranger.address
     escrow = listed.escrow.functions
     listed.chain.reverts(escrow.withdrawFees(treasury), admin, "NothingToWithdraw")
-    listed.chain.transact(settle_call(listed, job, payees, amounts), operator)
+    listed.chain.transact(settle_call(listed, job, amounts), operator)
     listed.chain.reverts(
         escrow.withdrawFees(operator),
         operator,
@@ -408,10 +577,21 @@ def test_withdraw_fees(listed: Market):
 
     assert listed.chain.balance(treasury) == before + job[3]
     assert escrow.feesHeld().call() == 0
+    assert escrow.fees().call() == [COMPUTE_FEE, FEE_BPS, REFUND_DELAY]  # same slot, untouched
     assert events(listed.escrow, receipt, "FeesWithdrawn") == [{"to": treasury, "amount": job[3]}]
     listed.chain.reverts(escrow.withdrawFees(treasury), admin, "NothingToWithdraw")
     # The payees' credits are untouched by the admin's withdrawal.
     assert listed.chain.balance(listed.escrow.address) == sum(amounts)
+
+
+def test_fee_changes_keep_the_fees_held(listed: Market):
+    _, job = listed.fund(job_id("a"), [1])
+    _, amounts = split(listed, job)
+    listed.chain.transact(settle_call(listed, job, amounts), listed.actors.operator.address)
+    admin = listed.actors.admin.address
+    listed.chain.transact(listed.escrow.functions.setFees(3, 7), admin)
+    listed.chain.transact(listed.escrow.functions.setRefundDelay(61), admin)
+    assert listed.escrow.functions.feesHeld().call() == job[3]
 
 
 # --- roles
@@ -420,17 +600,10 @@ def test_withdraw_fees(listed: Market):
 def test_roles_are_managed_by_the_admin(listed: Market):
     admin, newcomer = listed.actors.admin.address, listed.actors.stranger.address
     escrow = listed.escrow.functions
-    listed.chain.reverts(
-        escrow.grantRole(OPERATOR_ROLE, newcomer),
-        listed.actors.operator.address,
-        "AccessControlUnauthorizedAccount",
-        listed.actors.operator.address,
-        ADMIN_ROLE,
-    )
     listed.chain.transact(escrow.grantRole(OPERATOR_ROLE, newcomer), admin)
     _, job = listed.fund(job_id("a"), [1])
-    payees, amounts = split(listed, job, [1])
-    listed.chain.transact(settle_call(listed, job, payees, amounts), newcomer)
+    _, amounts = split(listed, job)
+    listed.chain.transact(settle_call(listed, job, amounts), newcomer)
 
     listed.chain.transact(escrow.revokeRole(OPERATOR_ROLE, newcomer), admin)
     _, job = listed.fund(job_id("b"), [1])
@@ -438,7 +611,7 @@ def test_roles_are_managed_by_the_admin(listed: Market):
         escrow.refund(job), newcomer, "NotBuyerOrOperator"
     )  # no longer an operator, not the buyer
     listed.chain.reverts(
-        settle_call(listed, job, payees, amounts),
+        settle_call(listed, job, amounts),
         newcomer,
         "AccessControlUnauthorizedAccount",
         newcomer,
@@ -465,17 +638,20 @@ def attacker(listed: Market):
     return listed.chain.deploy("ReentrantWithdrawer", listed.escrow.address)
 
 
-def credit(listed: Market, payee: str, label: str = "a") -> int:
-    _, job = listed.fund(job_id(label), [1])
+def credit(listed: Market, attacker, label: str = "a") -> int:
+    """Settle a job over a dataset the attacker contract owns: it is credited the whole amount."""
+    stranger = listed.actors.stranger.address
+    receipt = listed.chain.transact(attacker.functions.list(listed.registry.address, ETH), stranger)
+    listing_id = events(listed.registry, receipt, "DatasetListed")[0]["listingId"]
+    _, job = listed.fund(job_id(label), [listing_id])
+    assert job[6] == [attacker.address]
     amount = job[2] - job[3]
-    listed.chain.transact(
-        settle_call(listed, job, [payee], [amount]), listed.actors.operator.address
-    )
+    listed.chain.transact(settle_call(listed, job, [amount]), listed.actors.operator.address)
     return amount
 
 
 def test_reentrant_withdraw_fails_and_pays_once(listed: Market, attacker):
-    amount = credit(listed, attacker.address)
+    amount = credit(listed, attacker)
     escrow_before = listed.chain.balance(listed.escrow.address)
 
     receipt = listed.chain.transact(attacker.functions.attack(), listed.actors.stranger.address)
@@ -494,7 +670,7 @@ def test_reentrant_withdraw_fails_and_pays_once(listed: Market, attacker):
 
 
 def test_a_failed_payment_reverts_the_withdrawal(listed: Market, attacker):
-    amount = credit(listed, attacker.address)
+    amount = credit(listed, attacker)
     stranger = listed.actors.stranger.address
     escrow_abi = listed.escrow.abi
     for mode in (BUBBLE, REJECT):
@@ -512,7 +688,7 @@ def test_a_buyer_that_rejects_ether_cannot_block_its_refund(listed: Market, atta
     price, _ = listed.escrow.functions.quote([2]).call()
     receipt = listed.chain.transact(attacker.functions.fund(job_id("a"), [2]), stranger, price)
     funded = events(listed.escrow, receipt, "JobFunded")[0]
-    job = (job_id("a"), attacker.address, funded["value"], funded["fee"], funded["refundAfter"])
+    job = job_terms(funded)
     assert funded["buyer"] == attacker.address
 
     listed.chain.reverts(
@@ -524,7 +700,7 @@ def test_a_buyer_that_rejects_ether_cannot_block_its_refund(listed: Market, atta
     )
     listed.chain.increase_time(REFUND_DELAY)
     listed.chain.transact(attacker.functions.refund(job), stranger)
-    assert listed.escrow.functions.jobState(job[0]).call() == REFUNDED
+    assert listed.escrow.functions.jobState(attacker.address, job[0]).call() == REFUNDED
     assert listed.escrow.functions.balanceOf(attacker.address).call() == price
 
     # Once it accepts ETH again it gets its money (and its re-entry attempt still fails).

@@ -16,8 +16,14 @@ PRODUCTION_ENV = {
     "DJANGO_ALLOWED_HOSTS": "marketplace.example.org",
     "MARKETPLACE_MASTER_KEY": base64.b64encode(secrets.token_bytes(32)).decode(),
     "OPERATOR_PRIVATE_KEY": "0x" + secrets.token_hex(32),
+    "ADMIN_PRIVATE_KEY": "0x" + secrets.token_hex(32),
     "CHAIN_ID": "11155111",
 }
+SAME_KEY = "0x" + secrets.token_hex(32)
+SAME_KEY_LINE = (
+    "OPERATOR_PRIVATE_KEY and ADMIN_PRIVATE_KEY are the same key: the operator and the admin "
+    "must be different keys"
+)
 
 
 def run(args: list[str], env: dict, tmp_path: Path) -> subprocess.CompletedProcess:
@@ -45,8 +51,18 @@ def run(args: list[str], env: dict, tmp_path: Path) -> subprocess.CompletedProce
         ({"CHAIN_RPC_URL": "localhost:8545"}, "CHAIN_RPC_URL='localhost:8545' is malformed"),
         ({"CELERY_BROKER_URL": "amqp://x"}, "CELERY_BROKER_URL='amqp://x' is malformed"),
         ({"DJANGO_DEBUG": "maybe"}, "DJANGO_DEBUG='maybe' is malformed"),
-        ({"CHAIN_ID": "1"}, "OPERATOR_PRIVATE_KEY is not set"),
         ({"OPERATOR_PRIVATE_KEY": "0x1234"}, "OPERATOR_PRIVATE_KEY is malformed"),
+        ({"ADMIN_PRIVATE_KEY": "0xzz"}, "ADMIN_PRIVATE_KEY is malformed"),
+        (
+            {**PRODUCTION_ENV, "OPERATOR_PRIVATE_KEY": SAME_KEY, "ADMIN_PRIVATE_KEY": SAME_KEY},
+            SAME_KEY_LINE,
+        ),
+        (
+            {"CHAIN_ID": "1", "OPERATOR_PRIVATE_KEY": SAME_KEY, "ADMIN_PRIVATE_KEY": SAME_KEY},
+            SAME_KEY_LINE,
+        ),
+        ({"ESCROW_FEE_BPS": "2001"}, "ESCROW_FEE_BPS='2001' is out of range"),
+        ({"ESCROW_REFUND_DELAY_SECONDS": "2592001"}, "ESCROW_REFUND_DELAY_SECONDS='2592001' is"),
         ({"MARKETPLACE_MASTER_KEY": "c2hvcnQ="}, "MARKETPLACE_MASTER_KEY is malformed"),
         ({**PRODUCTION_ENV, "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY is not set"),
         ({**PRODUCTION_ENV, "MARKETPLACE_MASTER_KEY": ""}, "MARKETPLACE_MASTER_KEY is not set"),
@@ -99,10 +115,59 @@ def test_dev_master_key_is_generated_once_into_a_private_file(tmp_path):
     assert first.stdout == second.stdout
 
 
-def test_production_never_falls_back_to_the_dev_operator_key(tmp_path):
-    env = {**PRODUCTION_ENV, "OPERATOR_PRIVATE_KEY": ""}
+def test_the_same_key_for_both_roles_stops_the_worker_with_one_line(tmp_path):
+    env = {**PRODUCTION_ENV, "OPERATOR_PRIVATE_KEY": SAME_KEY, "ADMIN_PRIVATE_KEY": SAME_KEY}
+
+    result = run([sys.executable, "-m", "celery", "-A", "marketplace", "worker"], env, tmp_path)
+
+    assert result.returncode == 2
+    assert result.stderr.strip().splitlines() == [f"Configuration error: {SAME_KEY_LINE}"]
+
+
+def test_the_dev_chain_may_use_one_key_for_both(tmp_path):
+    env = {"OPERATOR_PRIVATE_KEY": SAME_KEY, "ADMIN_PRIVATE_KEY": SAME_KEY}
 
     result = run([sys.executable, "manage.py", "check"], env, tmp_path)
 
-    assert result.returncode == 2
-    assert "OPERATOR_PRIVATE_KEY is not set" in result.stderr
+    assert result.returncode == 0, result.stderr
+
+
+def test_the_web_starts_in_production_with_no_signing_key(tmp_path):
+    env = {**PRODUCTION_ENV, "OPERATOR_PRIVATE_KEY": "", "ADMIN_PRIVATE_KEY": ""}
+
+    result = run(
+        [sys.executable, "manage.py", "check", "--deploy", "--fail-level", "WARNING"], env, tmp_path
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
+@pytest.mark.parametrize("role", ["operator", "admin"])
+def test_production_never_falls_back_to_a_dev_key(role, tmp_path):
+    name = f"{role.upper()}_PRIVATE_KEY"
+    env = {**PRODUCTION_ENV, name: "", "DJANGO_SETTINGS_MODULE": "marketplace.settings"}
+    script = (
+        "import django; django.setup(); from chain.sender import signing_key; "
+        f"signing_key({role!r})"
+    )
+
+    result = run([sys.executable, "-c", script], env, tmp_path)
+
+    assert result.returncode == 1
+    assert f"SettingError: {name} is not set: the {role} key is required" in result.stderr
+
+
+def test_the_dev_keys_are_anvil_accounts_10_and_11(tmp_path):
+    env = {"DJANGO_SETTINGS_MODULE": "marketplace.settings"}
+    script = (
+        "import django; django.setup(); from chain.sender import signing_address; "
+        "print(signing_address('operator'), signing_address('admin'))"
+    )
+
+    result = run([sys.executable, "-c", script], env, tmp_path)
+
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.split() == [
+        "0xBcd4042DE499D14e55001CcbB24a551F3b954096",  # m/44'/60'/0'/0/10
+        "0x71bE63f3384f5fb98995898A86B02Fb2426c5788",  # m/44'/60'/0'/0/11
+    ]

@@ -37,7 +37,10 @@ def test_a_node_outage_leaves_the_run_resumable_and_it_completes_when_back(
 
     run.refresh_from_db()
     assert run.status == "completed"
-    assert TrainingEscrow.deployed().job_state(bytes.fromhex(run.job_id)) == JobState.SETTLED
+    assert (
+        TrainingEscrow.deployed().job_state(bytes.fromhex(run.job_id), buyer=run.buyer.address)
+        == JobState.SETTLED
+    )
 
 
 @pytest.mark.django_db(transaction=True)
@@ -60,7 +63,7 @@ def test_a_run_that_outlives_its_time_limit_is_refunded(
     assert "did not finish within its time limit" in run.error
     assert run.refund_tx
     assert escrow.balance_of(BUYER) - owed_before == run.funded_value_wei
-    assert escrow.job_state(bytes.fromhex(run.job_id)) == JobState.REFUNDED
+    assert escrow.job_state(bytes.fromhex(run.job_id), buyer=run.buyer.address) == JobState.REFUNDED
 
 
 @pytest.mark.django_db

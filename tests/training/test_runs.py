@@ -68,7 +68,7 @@ def test_a_paid_run_trains_settles_and_pays_each_contributor_by_contribution(
     for dataset in cancer_datasets:
         gained = escrow.balance_of(dataset.owner.address) - owed_before[dataset.owner.address]
         assert gained == amounts[dataset.pk]
-    assert escrow.job_state(bytes.fromhex(run.job_id)) == JobState.SETTLED
+    assert escrow.job_state(bytes.fromhex(run.job_id), buyer=run.buyer.address) == JobState.SETTLED
 
     model = buyer_api.get(f"/api/training-runs/{run.pk}/model")
     assert model.status_code == 200
@@ -132,7 +132,9 @@ def test_the_same_funding_seen_twice_trains_and_pays_once(
     assert run.status == "completed"
     assert run.funding_tx == tx_hash
     assert int(run.funded_value_wei) == int(body["escrow"]["value_wei"])
-    events = TrainingEscrow.deployed().job_events(bytes.fromhex(run.job_id))
+    events = TrainingEscrow.deployed().job_events(
+        bytes.fromhex(run.job_id), buyer=run.buyer.address
+    )
     assert [e.name for e in events].count("JobSettled") == 1
     assert Earning.objects.filter(job_id=run.job_id).count() == credits == 2
 
@@ -169,7 +171,7 @@ def test_a_run_that_fails_for_good_is_refunded(buyer_api, cancer_datasets, celer
     assert "do not match the hash recorded on-chain" in run.error
     assert run.refund_tx
     assert escrow.balance_of(BUYER) - owed_before == int(body["escrow"]["value_wei"])
-    assert escrow.job_state(bytes.fromhex(run.job_id)) == JobState.REFUNDED
+    assert escrow.job_state(bytes.fromhex(run.job_id), buyer=run.buyer.address) == JobState.REFUNDED
     detail = buyer_api.get(f"/api/training-runs/{run.pk}").json()
     assert detail["status"] == "failed" and detail["refund_tx"] == run.refund_tx
 
@@ -190,7 +192,9 @@ def test_a_worker_killed_mid_run_finishes_it_with_one_settlement(
 
     run = wait_for_run(body["id"], "completed", "failed", timeout=180)
     assert run.status == "completed", run.error
-    events = TrainingEscrow.deployed().job_events(bytes.fromhex(run.job_id))
+    events = TrainingEscrow.deployed().job_events(
+        bytes.fromhex(run.job_id), buyer=run.buyer.address
+    )
     assert [e.name for e in events].count("JobSettled") == 1
 
 

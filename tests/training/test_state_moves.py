@@ -48,7 +48,9 @@ def pinned(cid: str) -> bool:
 
 
 def settled_event(run: TrainingRun):
-    events = TrainingEscrow.deployed().job_events(bytes.fromhex(run.job_id))
+    events = TrainingEscrow.deployed().job_events(
+        bytes.fromhex(run.job_id), buyer=run.buyer.address
+    )
     return next(e for e in events if e.name == "JobSettled")
 
 
@@ -74,7 +76,7 @@ def test_a_settlement_mined_late_is_recorded_as_settled_never_refunded(buyer_api
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.COMPLETED
     assert run.refund_tx == "" and run.error == ""
-    assert escrow.job_state(bytes.fromhex(run.job_id)) == JobState.SETTLED
+    assert escrow.job_state(bytes.fromhex(run.job_id), buyer=run.buyer.address) == JobState.SETTLED
     assert run.settlement_tx == settled_event(run).tx_hash
     assert buyer_api.get(f"/api/training-runs/{run.pk}/model").status_code == 200
     training_run_refund(run_id=run.pk)  # a redelivered refund does nothing
@@ -134,7 +136,7 @@ def test_a_failed_run_says_what_failed_and_its_refund_is_followed_to_the_receipt
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED
     assert run.refund_tx and f"refunded to your wallet (transaction {run.refund_tx})" in run.error
-    assert escrow.job_state(bytes.fromhex(run.job_id)) == JobState.REFUNDED
+    assert escrow.job_state(bytes.fromhex(run.job_id), buyer=run.buyer.address) == JobState.REFUNDED
     assert escrow.balance_of(run.buyer.address) - owed_before == run.funded_value_wei
     assert ChainTransaction.objects.filter(intent__startswith="refund:").count() == 1
     assert not ChainTransaction.objects.filter(

@@ -1,10 +1,11 @@
 // SPDX-License-Identifier: MIT
 pragma solidity ^0.8.24;
 
+import {DatasetRegistry} from "../DatasetRegistry.sol";
 import {TrainingEscrow} from "../TrainingEscrow.sol";
 
 /// @title ReentrantWithdrawer (test only)
-/// @notice A payee / buyer contract that tries to re-enter `TrainingEscrow.withdraw` when paid.
+/// @notice A dataset owner / buyer contract that tries to re-enter `TrainingEscrow.withdraw` when paid.
 /// Modes: SWALLOW records the failed re-entry and accepts the payment; BUBBLE reverts with the
 /// re-entry's error; REJECT refuses every payment (a buyer that cannot receive ETH).
 contract ReentrantWithdrawer {
@@ -31,6 +32,11 @@ contract ReentrantWithdrawer {
 
     function attack() external {
         escrow.withdraw();
+    }
+
+    /// @notice Lists a dataset owned by this contract, so that settlements credit it.
+    function list(DatasetRegistry registry, uint256 price) external returns (uint256) {
+        return registry.list("bafkreiattacker", bytes32(0), bytes32(0), "CC0-1.0", price, 0);
     }
 
     function fund(bytes32 jobId, uint256[] calldata datasetIds) external payable {
