@@ -402,10 +402,11 @@ def training_run_execute(*, run_id: int, task_id: str = "") -> None:
             raise RunFailed(f"The escrow refused the settlement ({name}).") from exc
         return
     if outcome.succeeded:
-        training_run_settlement_record(
-            run_id=run.pk, tx_hash=outcome.tx_hash, block_number=outcome.block_number
-        )
-        _record_earnings(outcome)
+        with transaction.atomic():  # a completed run is never seen without its earnings
+            training_run_settlement_record(
+                run_id=run.pk, tx_hash=outcome.tx_hash, block_number=outcome.block_number
+            )
+            _record_earnings(outcome)
         return
     if not _follow_the_chain(run):
         raise RunFailed(f"The escrow refused the settlement (transaction {outcome.tx_hash}).")

@@ -10,7 +10,7 @@ from datasets.models import Dataset
 from tests.datasets.factories import measurements_csv
 from tests.e2e.conftest import sign_in_with_dev_wallet
 from tests.marketplace.test_outages import closed_url, redis_down  # noqa: F401 - fixtures
-from tests.training.conftest import commission_and_pay
+from tests.training.conftest import commission_and_pay, wait_for_run
 from training.models import TrainingRun
 from training.services import training_run_refund
 from training.tasks import run_training
@@ -47,6 +47,8 @@ def test_a_failed_run_says_what_failed_and_shows_the_refund(
     run = commission_and_pay(buyer_api, cancer_datasets)
     Dataset.objects.filter(pk=cancer_datasets[0].pk).update(wrapped_data_key=b"\0" * 60)
     run_training.apply(args=[run.pk])  # the task body, as the worker runs it
+    # A session worker, if one is running, may have taken the run first: either way it fails.
+    wait_for_run(run.pk, TrainingRun.Status.REFUNDING, TrainingRun.Status.FAILED)
     training_run_refund(run_id=run.pk)
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.FAILED
