@@ -230,35 +230,30 @@ def test_a_session_sign_in_without_the_pages_csrf_token_signs_nobody_in():
     assert not User.objects.filter(address=MALLORY).exists()
 
 
-def test_a_session_sign_in_from_another_origin_is_refused_even_with_a_token():
+def session_sign_in_from(origin: str):
+    """The sign-in page's flow: its CSRF cookie sent back as the header, from `origin`."""
     browser = APIClient(enforce_csrf_checks=True)
     token = browser.get("/signin/").cookies["csrftoken"].value
     text = siwe_text(nonce=new_nonce(browser))
-
     response = browser.post(
         "/api/auth/login",
         {"message": text, "signature": sign(text), "session": True},
         format="json",
         HTTP_X_CSRFTOKEN=token,
-        HTTP_ORIGIN="http://127.0.0.2:8000",
+        HTTP_ORIGIN=origin,
     )
+    return browser, response
+
+
+def test_a_session_sign_in_from_another_origin_is_refused_even_with_a_token():
+    _, response = session_sign_in_from("http://127.0.0.2:8000")
 
     assert response.status_code == 403
     assert response.json()["extra"]["code"] == "wrong_origin"
 
 
 def test_the_sign_in_page_session_sign_in_works_with_its_csrf_token():
-    browser = APIClient(enforce_csrf_checks=True)
-    token = browser.get("/signin/").cookies["csrftoken"].value
-    text = siwe_text(nonce=new_nonce(browser))
-
-    response = browser.post(
-        "/api/auth/login",
-        {"message": text, "signature": sign(text), "session": True},
-        format="json",
-        HTTP_X_CSRFTOKEN=token,
-        HTTP_ORIGIN="http://testserver",
-    )
+    browser, response = session_sign_in_from("http://testserver")
 
     assert response.status_code == 200
     assert browser.get("/api/me").json()["address"] == ALICE
