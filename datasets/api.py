@@ -204,6 +204,11 @@ class DatasetListApi(APIView):
             pattern=TAG_LIST, required=False, allow_blank=True,
             help_text=f"Up to {services.MAX_TAGS} tags, separated by commas.",
         )  # fmt: skip
+        feature_opt_in = TextField(
+            max_length=5000, required=False, allow_blank=True,
+            help_text="Comma-separated columns that models may use although the listing flags "
+            "them as personal data or identifiers; left out of every model otherwise.",
+        )  # fmt: skip
         parent = WholeNumberField(
             as_text=True, min_value=1, max_value=DB_ID_MAX, required=False,
             help_text="One of your listed datasets that this one is a new version of.",
@@ -271,6 +276,7 @@ class DatasetListApi(APIView):
             price_wei=values["price_wei"],
             tags=values.get("tags"),
             parent_id=values.get("parent"),
+            feature_opt_in=values.get("feature_opt_in"),
         )
         return Response(
             {"id": dataset.pk, "status": dataset.status, "url": f"/api/datasets/{dataset.pk}"},

@@ -24,6 +24,14 @@ class DatasetUploadForm(forms.Form):
         widget=forms.TextInput(attrs={"inputmode": "decimal", "placeholder": "0.015"}),
     )
     tags = forms.CharField(required=False, help_text="Comma-separated, e.g. medical, tabular")
+    feature_opt_in = forms.CharField(
+        required=False,
+        max_length=5000,
+        label="Columns models may use although they identify people or rows",
+        help_text="Optional, comma-separated. Columns the listing flags as personal data or "
+        "identifiers (and text columns of nearly all different values) are left out of every "
+        "model unless you name them here.",
+    )
     parent = forms.TypedChoiceField(
         required=False,
         coerce=int,

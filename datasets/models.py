@@ -91,6 +91,9 @@ class Dataset(models.Model):
     column_count = models.PositiveIntegerField(null=True, blank=True)
     columns = models.JSONField(default=list, blank=True, help_text="Schema and statistics")
     quality_warnings = models.JSONField(default=list, blank=True)
+    # Columns flagged as personal data or identifiers that the owner lets models use anyway; part
+    # of the signed metadata, so a buyer's run can only use them with the owner's signature.
+    feature_opt_in = models.JSONField(default=list, blank=True)
     file_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     rows_sha256 = models.CharField(max_length=64, blank=True, db_index=True)
     unique_rows = models.PositiveBigIntegerField(null=True, blank=True)

@@ -155,6 +155,8 @@ def _metadata_document(dataset: Dataset, profile: profiling.Profile, columns, wa
         "rows": profile.rows,
         "columns": columns,
         "quality_warnings": warnings,
+        # Flagged columns the owner lets buyers' models use (the signature covers this document).
+        "feature_opt_in": dataset.feature_opt_in,
         "created": dataset.created.isoformat(),
     }
     raw = json.dumps(document, sort_keys=True, ensure_ascii=False).encode()

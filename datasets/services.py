@@ -111,6 +111,23 @@ def _search_text(*, title: str, description: str, tags: list[str], columns: list
     return "\n".join([title, description, " ".join(tags), names]).lower()
 
 
+MAX_OPT_IN_COLUMNS = 100
+
+
+def parse_column_names(value) -> list[str]:
+    """Column names, comma-separated (or a list), each once, in the order given."""
+    if value in (None, ""):
+        return []
+    names = value.split(",") if isinstance(value, str) else list(value)
+    names = list(dict.fromkeys(str(n).strip() for n in names if str(n).strip()))
+    if len(names) > MAX_OPT_IN_COLUMNS or any(len(n) > 200 for n in names):
+        raise refuse(
+            f"Name at most {MAX_OPT_IN_COLUMNS} columns, each up to 200 characters.",
+            "bad_feature_opt_in",
+        )
+    return names
+
+
 def _check_upload_quota(*, owner: User, size: int) -> None:
     """Every upload of the last 24 hours counts, whatever became of it (its work was done)."""
     window = timedelta(days=1)
@@ -143,6 +160,7 @@ def dataset_create(
     price_wei,
     tags=None,
     parent_id: int | None = None,
+    feature_opt_in=None,
     enqueue: bool = True,
 ) -> Dataset:
     """A new listing in `processing`, its file kept for the worker, which is then asked to
@@ -177,6 +195,7 @@ def dataset_create(
         )
     price = parse_price_wei(price_wei)
     tag_list = parse_tags(tags)
+    opted_in = parse_column_names(feature_opt_in)
     title = " ".join((title or "").split())
     if not title:
         raise refuse("Give the dataset a title.", "no_title")
@@ -208,6 +227,7 @@ def dataset_create(
         description=description or "",
         license=license,
         tags=tag_list,
+        feature_opt_in=opted_in,
         price_wei=Decimal(price),
         excerpt=description_excerpt(description or ""),
         original_filename=name[:255],

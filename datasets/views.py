@@ -109,6 +109,7 @@ def upload(request):
                 price_wei=values["price_wei"],
                 tags=values["tags"],
                 parent_id=values["parent"],
+                feature_opt_in=values["feature_opt_in"],
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)

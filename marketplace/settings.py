@@ -250,6 +250,12 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
     },
 }
+# Privacy: nothing computed from rows leaves a worker unless it is the model the buyer paid for or
+# an aggregate over at least this many rows (categories a model stores, statistics, report bins).
+PRIVACY_MIN_GROUP_ROWS = env_int("PRIVACY_MIN_GROUP_ROWS", 20, minimum=1)
+# Rows every tree leaf of a model summarises at least (random forests; gradient boosting's own
+# default is 20).
+PRIVACY_MIN_LEAF_ROWS = env_int("PRIVACY_MIN_LEAF_ROWS", 10, minimum=1)
 # How long an API token lasts; a sign-in issues a new one and sign-out revokes it.
 API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 30, minimum=1)
 

@@ -64,6 +64,10 @@ def model_card(*, run: dict, report: dict) -> str:
         f"| {d['amount_wei']} |"
         for d in report["datasets"]
     )
+    privacy = report.get("privacy") or {}
+    excluded = "\n".join(
+        f"- `{x['column']}`: {x['reason']}" for x in privacy.get("excluded_columns", [])
+    )
     return f"""# Model card: training run {run["id"]}
 
 - Task: {run["task"]}, target column `{run["target"]}`
@@ -77,6 +81,16 @@ def model_card(*, run: dict, report: dict) -> str:
 | metric | value |
 |---|---|
 {metrics}
+
+## Privacy
+
+The model holds no category or class shared by fewer than {privacy.get("min_group_rows")} training
+rows (rarer ones fold into one "other"), and every tree leaf stands for at least
+{privacy.get("min_leaf_rows")} rows. Columns the model was not allowed to learn from:
+
+{excluded or "- none"}
+
+A model can still memorise its training rows; the report's audit says how much this one did.
 
 ## Training data and what each dataset earned
 

@@ -32,6 +32,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
 from training import catalog
+from training import features as privacy_features
 from training.catalog import (  # noqa: F401 - re-exported for callers of the ML module
     CLASSIFICATION,
     MAX_CLASSES_FOR_INTEGER_TARGET,
@@ -50,29 +51,37 @@ def infer_task(target: pd.Series) -> str:
     return REGRESSION
 
 
-def _estimator(task: str, model: str, seed: int):
+def _estimator(task: str, model: str, seed: int, min_leaf_rows: int):
+    # Every leaf summarises at least min_leaf_rows distinct rows (bootstrap copies of a row count
+    # once: scikit-learn's trees count the rows with a non-zero weight).
+    leaf = {"min_samples_leaf": min_leaf_rows}
+    boosted_leaf = {"min_samples_leaf": max(20, min_leaf_rows)}
     if task == CLASSIFICATION:
         return {
             catalog.LOGISTIC_REGRESSION: lambda: LogisticRegression(max_iter=2000),
             catalog.RANDOM_FOREST: lambda: RandomForestClassifier(
-                n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1
+                n_estimators=100, random_state=seed, n_jobs=1, **leaf
             ),
             catalog.HIST_GRADIENT_BOOSTING: lambda: HistGradientBoostingClassifier(
-                random_state=seed
+                random_state=seed, **boosted_leaf
             ),
         }[model]()
     return {
         catalog.RIDGE: lambda: Ridge(),
         catalog.RANDOM_FOREST: lambda: RandomForestRegressor(
-            n_estimators=100, min_samples_leaf=2, random_state=seed, n_jobs=1
+            n_estimators=100, random_state=seed, n_jobs=1, **leaf
         ),
-        catalog.HIST_GRADIENT_BOOSTING: lambda: HistGradientBoostingRegressor(random_state=seed),
+        catalog.HIST_GRADIENT_BOOSTING: lambda: HistGradientBoostingRegressor(
+            random_state=seed, **boosted_leaf
+        ),
     }[model]()
 
 
-def build_pipeline(features: pd.DataFrame, task: str, model: str, seed: int) -> Pipeline:
-    numeric = [c for c in features.columns if pd.api.types.is_numeric_dtype(features[c])]
-    categorical = [c for c in features.columns if c not in numeric]
+def build_pipeline(
+    features: pd.DataFrame, task: str, model: str, seed: int, *, min_leaf_rows: int = 1
+) -> Pipeline:
+    categorical = privacy_features.categorical_columns(features)
+    numeric = [c for c in features.columns if c not in categorical]
     preprocess = ColumnTransformer(
         [
             (
@@ -102,7 +111,9 @@ def build_pipeline(features: pd.DataFrame, task: str, model: str, seed: int) -> 
         ],
         verbose_feature_names_out=False,
     )
-    return Pipeline([("preprocess", preprocess), ("model", _estimator(task, model, seed))])
+    return Pipeline(
+        [("preprocess", preprocess), ("model", _estimator(task, model, seed, min_leaf_rows))]
+    )
 
 
 @dataclass
@@ -113,6 +124,13 @@ class FitResult:
     figures: dict = field(default_factory=dict)
     train_index: np.ndarray | None = None
     test_index: np.ndarray | None = None
+    # The input frame's rows the model saw (rows of too rare classes are not), and the training
+    # and test features as the model saw them (rare categories folded).
+    rows: np.ndarray | None = None
+    x_train: pd.DataFrame | None = None
+    x_test: pd.DataFrame | None = None
+    folded_categories: dict[str, int] = field(default_factory=dict)
+    dropped_classes: int = 0
 
 
 def split(frame: pd.DataFrame, target: str, task: str, test_fraction: float, seed: int):
@@ -156,14 +174,34 @@ def _feature_importance(pipeline: Pipeline, x_test: pd.DataFrame, y_test, seed: 
 
 
 def fit_and_score(
-    frame: pd.DataFrame, *, target: str, task: str, model: str, test_fraction: float, seed: int
+    frame: pd.DataFrame,
+    *,
+    target: str,
+    task: str,
+    model: str,
+    test_fraction: float,
+    seed: int,
+    min_group_rows: int = 1,
+    min_leaf_rows: int = 1,
 ) -> FitResult:
-    frame = frame.dropna(subset=[target]).reset_index(drop=True)
+    """Fit and score; no category, class or leaf of the model stands for fewer training rows
+    than `min_group_rows` / `min_leaf_rows`. `rows`, `train_index` and `test_index` of the
+    result are positions in `frame`."""
+    frame = frame.reset_index(drop=True).dropna(subset=[target])
+    dropped_classes = 0
+    if task == CLASSIFICATION:
+        frame, dropped_classes = privacy_features.drop_rare_classes(
+            frame, target=target, min_rows=min_group_rows, test_fraction=test_fraction
+        )
+    rows = frame.index.to_numpy()
+    frame = frame.reset_index(drop=True)
     train_index, test_index = split(frame, target, task, test_fraction, seed)
     features = frame.drop(columns=[target])
-    x_train, x_test = features.iloc[train_index], features.iloc[test_index]
+    x_train, x_test, folded = privacy_features.fold_rare_categories(
+        features.iloc[train_index], features.iloc[test_index], min_rows=min_group_rows
+    )
     y_train, y_test = frame[target].iloc[train_index], frame[target].iloc[test_index]
-    pipeline = build_pipeline(features, task, model, seed)
+    pipeline = build_pipeline(features, task, model, seed, min_leaf_rows=min_leaf_rows)
     pipeline.fit(x_train, y_train)
     predicted = pipeline.predict(x_test)
     figures: dict = {}
@@ -207,4 +245,8 @@ def fit_and_score(
             [round(float(np.asarray(y_test)[i]), 6), round(float(predicted[i]), 6)] for i in sample
         ]
     figures["feature_importance"] = _feature_importance(pipeline, x_test, y_test, seed)
-    return FitResult(pipeline, task, metrics, figures, train_index, test_index)
+    return FitResult(
+        pipeline, task, metrics, figures, train_index, test_index,
+        rows=rows, x_train=x_train, x_test=x_test,
+        folded_categories=folded, dropped_classes=dropped_classes,
+    )  # fmt: skip

@@ -119,25 +119,28 @@ def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
 
         on_stage(Stage.COMBINING, None)
         combined, owners = _combine(run, frames)
+        combined, excluded = _without_identifying_columns(run, inputs, combined)
 
         on_stage(Stage.TRAINING, None)
         try:
             result = ml.fit_and_score(
                 combined, target=run.target_column, task=run.task, model=run.model,
                 test_fraction=run.test_fraction, seed=run.seed,
+                min_group_rows=settings.PRIVACY_MIN_GROUP_ROWS,
+                min_leaf_rows=settings.PRIVACY_MIN_LEAF_ROWS,
             )  # fmt: skip
         except ValueError as exc:
             raise RunFailed(f"The model could not be trained on this data: {exc}") from exc
 
         on_stage(Stage.VALUING, None)
         preprocess = result.pipeline.named_steps["preprocess"]
-        features = combined.drop(columns=[run.target_column])
-        target = combined[run.target_column].to_numpy()
+        target = combined[run.target_column].to_numpy()[result.rows]
+        owners = owners[result.rows]
         values = valuation.value_datasets(
-            train_x=preprocess.transform(features.iloc[result.train_index]),
+            train_x=preprocess.transform(result.x_train),
             train_y=target[result.train_index],
             train_dataset=owners[result.train_index],
-            test_x=preprocess.transform(features.iloc[result.test_index]),
+            test_x=preprocess.transform(result.x_test),
             test_y=target[result.test_index],
             task=run.task,
             seed=run.seed,
@@ -149,10 +152,33 @@ def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
         )
 
         on_stage(Stage.PACKAGING, None)
-        return _package(run, inputs, result, values, payouts, workdir)
+        return _package(run, inputs, result, values, payouts, excluded, workdir)
 
 
-def _package(run, inputs, result, values, payouts, workdir: Path) -> Packaged:
+def _without_identifying_columns(run: TrainingRun, inputs, combined):
+    """The combined rows without the columns that identify people or rows (unless every owner
+    who listed them opted them in), and which were left out and why."""
+    from training.features import ListedColumns, excluded_columns
+
+    listings = [
+        ListedColumns(
+            title=e.dataset.title,
+            warnings=e.dataset.quality_warnings,
+            opted_in=frozenset(e.dataset.feature_opt_in),
+        )
+        for e in inputs
+    ]
+    excluded = excluded_columns(combined, target=run.target_column, listings=listings)
+    combined = combined.drop(columns=[x["column"] for x in excluded])
+    if combined.shape[1] < 2:
+        raise RunFailed(
+            "No column is left to learn from: every column besides the target identifies people "
+            "or rows (" + "; ".join(f"{x['column']}: {x['reason']}" for x in excluded) + ")."
+        )
+    return combined, excluded
+
+
+def _package(run, inputs, result, values, payouts, excluded, workdir: Path) -> Packaged:
     from marketplace.crypto import encrypt_stream, new_data_key, wrap_data_key
     from marketplace.ipfs import normalize_cid, pin_file, raw_cid_for_sha256
     from training import artifacts
@@ -169,6 +195,13 @@ def _package(run, inputs, result, values, payouts, workdir: Path) -> Packaged:
         "model": run.model,
         "test_fraction": run.test_fraction,
         "metrics": {k: round(v, 6) for k, v in result.metrics.items()},
+        "privacy": {
+            "excluded_columns": excluded,
+            "min_group_rows": settings.PRIVACY_MIN_GROUP_ROWS,
+            "min_leaf_rows": settings.PRIVACY_MIN_LEAF_ROWS,
+            "folded_categories": result.folded_categories,
+            "dropped_classes": result.dropped_classes,
+        },
         "figures": result.figures,
         "valuation": {
             "method": values.method,

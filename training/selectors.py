@@ -82,6 +82,7 @@ def run_detail(run: TrainingRun) -> dict:
         ],
         "model_cid": run.model_cid,
         "model_card": run.report.get("model_card", ""),
+        "privacy": run.report.get("privacy"),
         "report_hash": run.report_hash,
         "settlement_tx": run.settlement_tx,
         "settlement_block": run.settlement_block,
