@@ -17,7 +17,7 @@ from django.core.management import call_command
 from django.test import Client
 from rest_framework.test import APIClient
 
-from marketplace.ipfs import cid_bytes, raw_cid_for_sha256
+from marketplace.ipfs import iter_cat, raw_cid_for_sha256
 from tests.training.conftest import list_frame, wait_for_run, wallet_pay
 from training.models import TrainingRun
 from training.services import training_run_funding_hint
@@ -65,6 +65,10 @@ def secrets_of(frame: pd.DataFrame, k: int) -> set[str]:
     for column in FLAGGED:
         found |= set(frame[column].astype(str))
     return found
+
+
+def pinned(cid: str) -> bytes:
+    return b"".join(iter_cat(cid))
 
 
 def model_file_text(content: bytes) -> str:
@@ -122,10 +126,10 @@ def test_no_rare_or_flagged_value_leaves_a_worker(
     call_command("dumpdata", "datasets", "training", "marketplace", "chain", stdout=dump)
     places = {
         "database": dump.getvalue(),
-        "ipfs: listing metadata": cid_bytes(dataset.metadata_cid).decode("latin-1"),
-        "ipfs: dataset bytes": cid_bytes(dataset.cid).decode("latin-1"),
-        "ipfs: report": cid_bytes(raw_cid_for_sha256(run.report_hash[2:])).decode("latin-1"),
-        "ipfs: model": cid_bytes(run.model_cid).decode("latin-1"),
+        "ipfs: listing metadata": pinned(dataset.metadata_cid).decode("latin-1"),
+        "ipfs: dataset bytes": pinned(dataset.cid).decode("latin-1"),
+        "ipfs: report": pinned(raw_cid_for_sha256(run.report_hash[2:])).decode("latin-1"),
+        "ipfs: model": pinned(run.model_cid).decode("latin-1"),
         "page: dataset (anyone)": Client().get(f"/datasets/{dataset.pk}/").content.decode(),
         "page: dataset (owner)": owner_page.get(f"/datasets/{dataset.pk}/").content.decode(),
         "page: run (buyer)": buyer_page.get(f"/runs/{run.pk}/").content.decode(),
@@ -146,3 +150,36 @@ def test_no_rare_or_flagged_value_leaves_a_worker(
     assert excluded == {"email", "full_name", "phone", "notes"}
     assert run.report["privacy"]["folded_categories"]["city"] >= 1
     assert "Lyon" in places["model file"]  # the frequent categories are the model's
+
+
+def test_an_owner_may_opt_a_flagged_column_in_and_the_signed_metadata_says_so(
+    contracts, ipfs_node, tmp_path
+):
+    import json
+
+    from datasets.models import Dataset
+    from datasets.services import dataset_create, dataset_process
+    from tests.datasets.factories import user_for
+    from training.features import ListedColumns, excluded_columns
+
+    frame = customer_calls(rows=120, seed=5)[["plan", "minutes", "x", "churned"]]
+    frame["postcode_area"] = [f"area {i % 6}" for i in range(len(frame))]
+    path = tmp_path / "calls.csv"
+    frame.to_csv(path, index=False)
+    dataset = dataset_create(
+        owner=user_for(2), upload=path, original_filename="calls.csv", title="Calls by area",
+        license="CC-BY-4.0", price_wei=10**15, feature_opt_in=" postcode_area , plan,plan",
+        enqueue=False,
+    )  # fmt: skip
+    dataset_process(dataset_id=dataset.pk)
+    dataset = Dataset.objects.get(pk=dataset.pk)
+
+    assert dataset.feature_opt_in == ["postcode_area", "plan"]
+    metadata = json.loads(pinned(dataset.metadata_cid))
+    assert metadata["feature_opt_in"] == ["postcode_area", "plan"]
+    flagged = [w for w in dataset.quality_warnings if w["column"] == "postcode_area"]
+    assert flagged and flagged[0]["code"] == "personal_data"
+    listing = ListedColumns(
+        dataset.title, dataset.quality_warnings, frozenset(dataset.feature_opt_in)
+    )
+    assert excluded_columns(frame, target="churned", listings=[listing]) == []
