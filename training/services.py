@@ -99,6 +99,25 @@ def _infer_task(datasets: list[Dataset], target: str, family: str) -> str:
     return catalog.REGRESSION
 
 
+def _check_target_is_not_identifying(datasets: list[Dataset], target_column: str) -> None:
+    """A model stores its target's classes: a column that identifies people or rows is no
+    target, unless its owner opted it in as a feature."""
+    from training.features import FLAGGED
+
+    for dataset in datasets:
+        for warning in dataset.quality_warnings:
+            if (
+                warning.get("column") == target_column
+                and warning.get("code") in FLAGGED
+                and target_column not in dataset.feature_opt_in
+            ):
+                raise refuse(
+                    f"{target_column!r} was {FLAGGED[warning['code']]} ({dataset.title}): a model "
+                    "may not learn to predict it, unless its owner lets models use it.",
+                    "identifying_target",
+                )
+
+
 @transaction.atomic
 def training_run_create(
     *,
@@ -135,6 +154,7 @@ def training_run_create(
     if not target_column:
         raise refuse("Name the target column to predict.", "missing_target")
     features, families = _combined_schema(datasets, target_column)
+    _check_target_is_not_identifying(datasets, target_column)
     inferred = _infer_task(datasets, target_column, families[target_column])
     task = task or inferred
     if task not in catalog.MODELS:

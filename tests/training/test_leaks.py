@@ -183,3 +183,25 @@ def test_an_owner_may_opt_a_flagged_column_in_and_the_signed_metadata_says_so(
         dataset.title, dataset.quality_warnings, frozenset(dataset.feature_opt_in)
     )
     assert excluded_columns(frame, target="churned", listings=[listing]) == []
+
+
+def test_a_flagged_column_is_refused_as_a_target_before_payment(
+    contracts, ipfs_node, buyer, tmp_path
+):
+    dataset = list_frame(
+        customer_calls(rows=120, seed=8), account=3, title="Calls to predict", price_wei=10**15,
+        tmp_path=tmp_path,
+    )  # fmt: skip
+    api = APIClient()
+    api.force_authenticate(buyer)
+
+    response = api.post(
+        "/api/training-runs",
+        {"dataset_ids": [dataset.pk], "target_column": "email", "model": "random_forest"},
+        format="json",
+    )
+
+    assert response.status_code == 400
+    assert response.json()["extra"]["code"] == "identifying_target"
+    assert "personal data" in response.json()["message"]
+    assert not TrainingRun.objects.exists()
