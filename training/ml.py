@@ -31,7 +31,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from training import catalog
+from training import catalog, privacy
 from training.catalog import (  # noqa: F401 - re-exported for callers of the ML module
     CLASSIFICATION,
     MAX_CLASSES_FOR_INTEGER_TARGET,
@@ -113,6 +113,7 @@ class FitResult:
     figures: dict = field(default_factory=dict)
     train_index: np.ndarray | None = None
     test_index: np.ndarray | None = None
+    privacy: dict = field(default_factory=dict)  # the DP mechanism (or None) and the audit
 
 
 def split(frame: pd.DataFrame, target: str, task: str, test_fraction: float, seed: int):
@@ -156,15 +157,20 @@ def _feature_importance(pipeline: Pipeline, x_test: pd.DataFrame, y_test, seed: 
 
 
 def fit_and_score(
-    frame: pd.DataFrame, *, target: str, task: str, model: str, test_fraction: float, seed: int
-) -> FitResult:
+    frame: pd.DataFrame, *, target: str, task: str, model: str, test_fraction: float, seed: int,
+    dp: privacy.DPRequest | None = None,
+) -> FitResult:  # fmt: skip
     frame = frame.dropna(subset=[target]).reset_index(drop=True)
     train_index, test_index = split(frame, target, task, test_fraction, seed)
     features = frame.drop(columns=[target])
     x_train, x_test = features.iloc[train_index], features.iloc[test_index]
     y_train, y_test = frame[target].iloc[train_index], frame[target].iloc[test_index]
     pipeline = build_pipeline(features, task, model, seed)
-    pipeline.fit(x_train, y_train)
+    if dp is None:
+        pipeline.fit(x_train, y_train)
+        described = None
+    else:
+        described = privacy.fit_private(pipeline, x_train, y_train, task=task, model=model, dp=dp)
     predicted = pipeline.predict(x_test)
     figures: dict = {}
     if task == CLASSIFICATION:
@@ -207,4 +213,10 @@ def fit_and_score(
             [round(float(np.asarray(y_test)[i]), 6), round(float(predicted[i]), 6)] for i in sample
         ]
     figures["feature_importance"] = _feature_importance(pipeline, x_test, y_test, seed)
-    return FitResult(pipeline, task, metrics, figures, train_index, test_index)
+    audit = privacy.membership_inference_auc(
+        pipeline, x_train, y_train, x_test, y_test, task=task, seed=seed
+    )
+    return FitResult(
+        pipeline, task, metrics, figures, train_index, test_index,
+        privacy={"differential_privacy": described, "membership_inference_auc": audit},
+    )  # fmt: skip
