@@ -63,8 +63,12 @@ def test_each_dp_estimator_fits_on_public_bounds_without_a_leak_warning(task, mo
 def test_the_noise_does_not_come_from_the_runs_public_seed():
     fits = [
         fit_and_score(
-            small_classification(), target="target", task=CLASSIFICATION,
-            model="logistic_regression", test_fraction=0.25, seed=11,
+            small_classification(),
+            target="target",
+            task=CLASSIFICATION,
+            model="logistic_regression",
+            test_fraction=0.25,
+            seed=11,
             dp=privacy.DPRequest(epsilon=1.0, classes=[0, 1]),
         )  # fmt: skip
         for _ in range(2)
