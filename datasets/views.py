@@ -109,6 +109,7 @@ def upload(request):
                 price_wei=values["price_wei"],
                 tags=values["tags"],
                 parent_id=values["parent"],
+                dp_epsilon_max=values["dp_epsilon_max"],
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)

@@ -8,6 +8,7 @@ import json
 import platform
 import subprocess
 from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import skops.io as sio
@@ -38,7 +39,12 @@ def library_versions() -> dict[str, str]:
     import sklearn
     import skops
 
+    try:
+        dp_library = {"diffprivlib": version("diffprivlib")}
+    except PackageNotFoundError:
+        dp_library = {}
     return {
+        **dp_library,
         "python": platform.python_version(),
         "scikit-learn": sklearn.__version__,
         "numpy": numpy.__version__,
@@ -64,6 +70,17 @@ def model_card(*, run: dict, report: dict) -> str:
         f"| {d['amount_wei']} |"
         for d in report["datasets"]
     )
+    dp = report.get("differential_privacy")
+    privacy = (
+        f"- Differential privacy: ε = {dp['epsilon']:g} (δ = 0), {dp['mechanism']}; "
+        f"{dp['library']}. It covers {dp['covers']}."
+        if dp
+        else "- Differential privacy: none (a plain fit)"
+    )
+    audit = (
+        f"- Leakage audit: membership-inference AUC {report['membership_inference_auc']:.2f} "
+        "(loss threshold; 0.5 = nothing learnt about who was in the training set)"
+    )
     return f"""# Model card: training run {run["id"]}
 
 - Task: {run["task"]}, target column `{run["target"]}`
@@ -71,6 +88,11 @@ def model_card(*, run: dict, report: dict) -> str:
 - Split: {int(run["test_fraction"] * 100)} % held out for testing, seed {run["seed"]}
 - Trained by code version `{report["code_version"]}`
 - Saved with skops {report["libraries"]["skops"]}; load it with `skops.io.load(path, trusted=...)`
+
+## Privacy
+
+{privacy}
+{audit}
 
 ## Test metrics
 
