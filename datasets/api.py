@@ -18,7 +18,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from datasets import selectors, services
-from datasets.models import LICENSES, MAX_PRICE_WEI
+from datasets.models import DP_EPSILON_MAX, DP_EPSILON_MIN, LICENSES, MAX_PRICE_WEI
 from datasets.uploads import REFUSED_ATTRIBUTE
 from marketplace.api import (
     DB_ID_MAX,
@@ -47,6 +47,11 @@ LICENSE_CODES = [code for code, _ in LICENSES]
 # One tag: what datasets.services.parse_tags accepts once it lower-cases and collapses spaces.
 _TAG = r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,31}"
 TAG_LIST = rf"\A *(?:{_TAG} *(?:, *{_TAG} *){{0,{services.MAX_TAGS - 1}}})?\Z"
+# 0.01 to 100 written in decimals (the range of datasets.models.dp_epsilon_refusal).
+DP_EPSILON_TEXT = (
+    r"^(?:100(?:\.0{1,6})?|[1-9][0-9]?(?:\.[0-9]{1,6})?|0\.(?:0[1-9][0-9]{0,4}|[1-9][0-9]{0,5}))$"
+)
+DP_EPSILON_REFUSAL = f"Epsilon must be a number from {DP_EPSILON_MIN} to {DP_EPSILON_MAX:g}."
 UPLOAD_NAMES = ", ".join(sorted(services.ACCEPTED_EXTENSIONS))
 
 # --- what the answers hold ----------------------------------------------------------------------
@@ -213,6 +218,12 @@ class DatasetListApi(APIView):
             as_text=True, min_value=1, max_value=DB_ID_MAX, required=False,
             help_text="One of your listed datasets that this one is a new version of.",
         )  # fmt: skip
+        dp_epsilon_max = TextField(
+            pattern=DP_EPSILON_TEXT, required=False,
+            refusal=(DP_EPSILON_REFUSAL, "bad_dp_epsilon"),
+            help_text=f"Runs on this data must be differentially private with at most this "
+            f"epsilon ({DP_EPSILON_MIN} to {DP_EPSILON_MAX:g}, up to 6 decimals).",
+        )  # fmt: skip
 
     throttle_scope = "upload"
 
@@ -277,6 +288,9 @@ class DatasetListApi(APIView):
             tags=values.get("tags"),
             parent_id=values.get("parent"),
             feature_opt_in=values.get("feature_opt_in"),
+            dp_epsilon_max=(
+                float(values["dp_epsilon_max"]) if values.get("dp_epsilon_max") else None
+            ),
         )
         return Response(
             {"id": dataset.pk, "status": dataset.status, "url": f"/api/datasets/{dataset.pk}"},

@@ -1,6 +1,6 @@
 from django import forms
 
-from datasets.models import LICENSES
+from datasets.models import DP_EPSILON_MAX, DP_EPSILON_MIN, LICENSES
 from marketplace.money import eth_to_wei
 
 
@@ -31,6 +31,15 @@ class DatasetUploadForm(forms.Form):
         help_text="Optional, comma-separated. Columns the listing flags as personal data or "
         "identifiers (and text columns of nearly all different values) are left out of every "
         "model unless you name them here.",
+    )
+    dp_epsilon_max = forms.FloatField(
+        required=False,
+        min_value=DP_EPSILON_MIN,
+        max_value=DP_EPSILON_MAX,
+        label="Require differential privacy (largest ε)",
+        help_text="Optional: models trained on this data must be differentially private with at "
+        f"most this ε ({DP_EPSILON_MIN} to {DP_EPSILON_MAX:g}; smaller is more private), e.g. 1.",
+        widget=forms.NumberInput(attrs={"step": "any", "placeholder": "none"}),
     )
     parent = forms.TypedChoiceField(
         required=False,

@@ -22,6 +22,17 @@ LICENSES = [
 ]
 # The registry stores a price in 88 bits.
 MAX_PRICE_WEI = 2**88 - 1
+# Differential privacy budgets a run may ask for and an owner may require (epsilon).
+DP_EPSILON_MIN, DP_EPSILON_MAX = 0.01, 100.0
+
+
+def dp_epsilon_refusal(value) -> str | None:
+    """Why `value` is not a usable epsilon, or None."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return "Epsilon must be a number."
+    if not DP_EPSILON_MIN <= value <= DP_EPSILON_MAX:  # NaN fails this too
+        return f"Epsilon must be between {DP_EPSILON_MIN} and {DP_EPSILON_MAX:g}."
+    return None
 
 
 class DatasetQuerySet(models.QuerySet):
@@ -69,6 +80,8 @@ class Dataset(models.Model):
     license = models.CharField(max_length=32, choices=LICENSES)
     tags = models.JSONField(default=list, blank=True)
     price_wei = WeiField(validators=[MaxValueValidator(MAX_PRICE_WEI)])
+    # Runs on this data must be differentially private with at most this epsilon (None: free).
+    dp_epsilon_max = models.FloatField(null=True, blank=True)
 
     status = models.CharField(max_length=24, choices=Status.choices, default=Status.PROCESSING)
     stage = models.CharField(max_length=16, choices=Stage.choices, default=Stage.QUEUED)

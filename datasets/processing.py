@@ -144,6 +144,7 @@ def _metadata_document(dataset: Dataset, profile: profiling.Profile, columns, wa
         "tags": dataset.tags,
         "owner": did_for(dataset.owner.address, settings.CHAIN_ID),
         "price_wei": str(dataset.price_wei),
+        "dp_epsilon_max": dataset.dp_epsilon_max,
         "parent_listing_id": dataset.parent.listing_id if dataset.parent_id else None,
         "content": {
             "cid": dataset.cid,

@@ -34,7 +34,13 @@ from chain.events import ChainEvent
 from chain.models import ChainTransaction
 from chain.wrappers import DatasetRegistry, ListingTerms
 from datasets import processing
-from datasets.models import LICENSES, MAX_PRICE_WEI, Dataset, MinHashBand
+from datasets.models import (
+    LICENSES,
+    MAX_PRICE_WEI,
+    Dataset,
+    MinHashBand,
+    dp_epsilon_refusal,
+)
 from datasets.selectors import description_excerpt, listing_terms
 from datasets.uploads import UploadOnDisk, upload_dir
 from marketplace.errors import ApplicationError, refuse
@@ -161,6 +167,7 @@ def dataset_create(
     tags=None,
     parent_id: int | None = None,
     feature_opt_in=None,
+    dp_epsilon_max: float | None = None,
     enqueue: bool = True,
 ) -> Dataset:
     """A new listing in `processing`, its file kept for the worker, which is then asked to
@@ -194,6 +201,8 @@ def dataset_create(
             "bad_license",
         )
     price = parse_price_wei(price_wei)
+    if dp_epsilon_max is not None and (reason := dp_epsilon_refusal(dp_epsilon_max)):
+        raise refuse(f"{reason} (the differential privacy a run must use).", "bad_dp_epsilon")
     tag_list = parse_tags(tags)
     opted_in = parse_column_names(feature_opt_in)
     title = " ".join((title or "").split())
@@ -229,6 +238,7 @@ def dataset_create(
         tags=tag_list,
         feature_opt_in=opted_in,
         price_wei=Decimal(price),
+        dp_epsilon_max=dp_epsilon_max,
         excerpt=description_excerpt(description or ""),
         original_filename=name[:255],
         size_bytes=size,

@@ -110,6 +110,7 @@ def upload(request):
                 tags=values["tags"],
                 parent_id=values["parent"],
                 feature_opt_in=values["feature_opt_in"],
+                dp_epsilon_max=values["dp_epsilon_max"],
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)

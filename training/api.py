@@ -9,6 +9,7 @@ from rest_framework import serializers, status
 from rest_framework.response import Response
 from rest_framework.views import APIView
 
+from datasets.models import DP_EPSILON_MAX, DP_EPSILON_MIN
 from marketplace.api import (
     DB_ID_MAX,
     JSON_BODY,
@@ -79,6 +80,15 @@ def _run_input_schema() -> dict:
             "default": 0.25,
         },
         "seed": {"type": "integer", "minimum": 0, "maximum": 2**31 - 1},
+        "dp_epsilon": {
+            "type": "number",
+            "minimum": DP_EPSILON_MIN,
+            "maximum": DP_EPSILON_MAX,
+            "nullable": True,
+            "default": None,
+            "description": "Train with differential privacy at this epsilon (null: without). "
+            "Required, at most the smallest dp_epsilon_max, when a dataset sets one.",
+        },
     }
     variants = [
         {
@@ -129,6 +139,7 @@ QuoteOut = inline_serializer(
             many=True,
         ),
         "compute_fee_wei": serializers.CharField(),
+        "dp_epsilon": serializers.FloatField(allow_null=True),
         "escrow": EscrowOut,
     },
 )
@@ -152,6 +163,11 @@ class TrainingRunListApi(APIView):
             refusal=("The test fraction must be between 0.05 and 0.5.", "bad_test_fraction"),
         )
         seed = WholeNumberField(min_value=0, max_value=2**31 - 1, required=False)
+        dp_epsilon = JsonNumberField(
+            required=False, allow_null=True, min_value=DP_EPSILON_MIN, max_value=DP_EPSILON_MAX,
+            refusal=(f"Epsilon must be a number from {DP_EPSILON_MIN} to {DP_EPSILON_MAX:g}.",
+                     "bad_dp_epsilon"),
+        )  # fmt: skip
 
     @extend_schema(
         request={"application/json": _run_input_schema()},
@@ -177,6 +193,7 @@ class TrainingRunListApi(APIView):
                     for e in inputs
                 ],
                 "compute_fee_wei": str(run.compute_fee_wei),
+                "dp_epsilon": run.dp_epsilon,
                 "escrow": services.training_run_escrow_request(run),
             },
             status=status.HTTP_201_CREATED,

@@ -8,6 +8,7 @@ import json
 import platform
 import subprocess
 from functools import cache
+from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
 import skops.io as sio
@@ -38,7 +39,12 @@ def library_versions() -> dict[str, str]:
     import sklearn
     import skops
 
+    try:
+        dp_library = {"diffprivlib": version("diffprivlib")}
+    except PackageNotFoundError:
+        dp_library = {}
     return {
+        **dp_library,
         "python": platform.python_version(),
         "scikit-learn": sklearn.__version__,
         "numpy": numpy.__version__,
@@ -64,9 +70,20 @@ def model_card(*, run: dict, report: dict) -> str:
         f"| {d['amount_wei']} |"
         for d in report["datasets"]
     )
-    privacy = report.get("privacy") or {}
+    rule = report.get("privacy") or {}
     excluded = "\n".join(
-        f"- `{x['column']}`: {x['reason']}" for x in privacy.get("excluded_columns", [])
+        f"- `{x['column']}`: {x['reason']}" for x in rule.get("excluded_columns", [])
+    )
+    dp = report.get("differential_privacy")
+    dp_line = (
+        f"- Differential privacy: ε = {dp['epsilon']:g} (δ = 0), {dp['mechanism']}; "
+        f"{dp['library']}. It covers {dp['covers']}."
+        if dp
+        else "- Differential privacy: none (a plain fit)"
+    )
+    audit = (
+        f"- Leakage audit: membership-inference AUC {report['membership_inference_auc']:.2f} "
+        "(loss threshold; 0.5 = nothing learnt about who was in the training set)"
     )
     return f"""# Model card: training run {run["id"]}
 
@@ -76,21 +93,25 @@ def model_card(*, run: dict, report: dict) -> str:
 - Trained by code version `{report["code_version"]}`
 - Saved with skops {report["libraries"]["skops"]}; load it with `skops.io.load(path, trusted=...)`
 
+## Privacy
+
+{dp_line}
+{audit}
+- No category or class shared by fewer than {rule.get("min_group_rows")} training rows is in the
+  model (rarer ones fold into one "other"), and every tree leaf stands for at least
+  {rule.get("min_leaf_rows")} rows.
+- Columns the model was not allowed to learn from:
+
+{excluded or "- none"}
+
+A model can still memorise what it learnt from its rows; the audit above says how much this one
+did.
+
 ## Test metrics
 
 | metric | value |
 |---|---|
 {metrics}
-
-## Privacy
-
-The model holds no category or class shared by fewer than {privacy.get("min_group_rows")} training
-rows (rarer ones fold into one "other"), and every tree leaf stands for at least
-{privacy.get("min_leaf_rows")} rows. Columns the model was not allowed to learn from:
-
-{excluded or "- none"}
-
-A model can still memorise its training rows; the report's audit says how much this one did.
 
 ## Training data and what each dataset earned
 

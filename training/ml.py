@@ -31,7 +31,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from training import catalog
+from training import catalog, privacy
 from training import features as privacy_features
 from training.catalog import (  # noqa: F401 - re-exported for callers of the ML module
     CLASSIFICATION,
@@ -131,6 +131,7 @@ class FitResult:
     x_test: pd.DataFrame | None = None
     folded_categories: dict[str, int] = field(default_factory=dict)
     dropped_classes: int = 0
+    privacy: dict = field(default_factory=dict)  # the DP mechanism (or None) and the audit
 
 
 def split(frame: pd.DataFrame, target: str, task: str, test_fraction: float, seed: int):
@@ -183,6 +184,7 @@ def fit_and_score(
     seed: int,
     min_group_rows: int = 1,
     min_leaf_rows: int = 1,
+    dp: privacy.DPRequest | None = None,
 ) -> FitResult:
     """Fit and score; no category, class or leaf of the model stands for fewer training rows
     than `min_group_rows` / `min_leaf_rows`. `rows`, `train_index` and `test_index` of the
@@ -202,7 +204,11 @@ def fit_and_score(
     )
     y_train, y_test = frame[target].iloc[train_index], frame[target].iloc[test_index]
     pipeline = build_pipeline(features, task, model, seed, min_leaf_rows=min_leaf_rows)
-    pipeline.fit(x_train, y_train)
+    if dp is None:
+        pipeline.fit(x_train, y_train)
+        described = None
+    else:
+        described = privacy.fit_private(pipeline, x_train, y_train, task=task, model=model, dp=dp)
     predicted = pipeline.predict(x_test)
     figures: dict = {}
     if task == CLASSIFICATION:
@@ -245,8 +251,12 @@ def fit_and_score(
             [round(float(np.asarray(y_test)[i]), 6), round(float(predicted[i]), 6)] for i in sample
         ]
     figures["feature_importance"] = _feature_importance(pipeline, x_test, y_test, seed)
+    audit = privacy.membership_inference_auc(
+        pipeline, x_train, y_train, x_test, y_test, task=task, seed=seed
+    )
     return FitResult(
         pipeline, task, metrics, figures, train_index, test_index,
         rows=rows, x_train=x_train, x_test=x_test,
         folded_categories=folded, dropped_classes=dropped_classes,
+        privacy={"differential_privacy": described, "membership_inference_auc": audit},
     )  # fmt: skip

@@ -54,6 +54,8 @@ class TrainingRun(models.Model):
     model = models.CharField(max_length=40)
     test_fraction = models.FloatField(default=0.25)
     seed = models.PositiveIntegerField(default=0)
+    # Differential privacy's budget for the fit (None: a plain fit).
+    dp_epsilon = models.FloatField(null=True, blank=True)
 
     # The quote the buyer saw; the escrow prices the job itself at funding.
     price_wei = WeiField()

@@ -103,7 +103,7 @@ def _combine(run: TrainingRun, frames: list):
 def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
     """Everything up to the settlement; the decrypted rows live in a private folder that is
     removed when this returns or raises."""
-    from training import ml, valuation  # scikit-learn: loaded by the workers that train only
+    from training import ml, privacy, valuation  # scikit-learn: loaded by the trainers only
 
     registry = DatasetRegistry.deployed()
     inputs = list(run.inputs.select_related("dataset").order_by("position"))
@@ -122,10 +122,17 @@ def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
         combined, excluded = _without_identifying_columns(run, inputs, combined)
 
         on_stage(Stage.TRAINING, None)
+        dp = None
+        if run.dp_epsilon is not None:  # bounds from the listings' public statistics only
+            columns = [e.dataset.columns for e in inputs]
+            dp = privacy.DPRequest(
+                epsilon=run.dp_epsilon,
+                classes=privacy.public_classes(columns, run.target_column),
+            )
         try:
             result = ml.fit_and_score(
                 combined, target=run.target_column, task=run.task, model=run.model,
-                test_fraction=run.test_fraction, seed=run.seed,
+                test_fraction=run.test_fraction, seed=run.seed, dp=dp,
                 min_group_rows=settings.PRIVACY_MIN_GROUP_ROWS,
                 min_leaf_rows=settings.PRIVACY_MIN_LEAF_ROWS,
             )  # fmt: skip
@@ -203,6 +210,12 @@ def _package(run, inputs, result, values, payouts, excluded, workdir: Path) -> P
             "dropped_classes": result.dropped_classes,
         },
         "figures": result.figures,
+        "differential_privacy": result.privacy["differential_privacy"],
+        "membership_inference_auc": result.privacy["membership_inference_auc"],
+        "membership_inference_method": (
+            "loss threshold (Yeom et al. 2018): ROC AUC of -loss separating training rows from "
+            "held-out test rows; 0.5 means the model tells nothing about who was trained on"
+        ),
         "valuation": {
             "method": values.method,
             "k": values.k,

@@ -25,11 +25,11 @@ from web3.exceptions import ContractCustomError, ContractLogicError
 from chain.client import decode_revert
 from chain.events import ChainEvent
 from chain.wrappers import TrainingEscrow, settle_intent
-from datasets.models import Dataset
+from datasets.models import Dataset, dp_epsilon_refusal
 from marketplace.errors import node_outage, refuse
 from marketplace.ipfs import raw_cid_for_sha256
 from marketplace.models import User
-from training import catalog, pipeline
+from training import catalog, pipeline, privacy
 from training.models import TrainingRun, TrainingRunDataset
 from training.pipeline import MIN_ROWS, RunFailed
 
@@ -118,6 +118,51 @@ def _check_target_is_not_identifying(datasets: list[Dataset], target_column: str
                 )
 
 
+def dp_requirement(datasets: list[Dataset]) -> tuple[float, list[Dataset]] | None:
+    """The largest epsilon the owners allow, and the datasets that set it; None if none does."""
+    required = [d for d in datasets if d.dp_epsilon_max is not None]
+    if not required:
+        return None
+    strictest = min(d.dp_epsilon_max for d in required)
+    return strictest, [d for d in required if d.dp_epsilon_max == strictest]
+
+
+def _check_privacy(
+    datasets: list[Dataset], target: str, task: str, model: str, dp_epsilon: float | None
+) -> None:
+    """Refuse, before any payment, a run its owners' privacy terms or DP itself cannot allow."""
+    requirement = dp_requirement(datasets)
+    if requirement is not None:
+        strictest, setters = requirement
+        named = ", ".join(f"{d.pk} ({d.title})" for d in setters)
+        if dp_epsilon is None or dp_epsilon > strictest:
+            asked = "none" if dp_epsilon is None else f"ε = {dp_epsilon:g}"
+            raise refuse(
+                f"Dataset {named} may only be trained on with differential privacy at ε ≤ "
+                f"{strictest:g} (dp_epsilon); this run asked for {asked}.",
+                "dp_required",
+            )
+    if dp_epsilon is None:
+        return
+    if reason := dp_epsilon_refusal(dp_epsilon):
+        raise refuse(reason, "bad_dp_epsilon")
+    if privacy.dp_version(task, model) is None:
+        offered = ", ".join(m for (t, m) in privacy.DP_VERSIONS if t == task)
+        choice = f"choose {offered}, or" if offered else "no model of this task has one:"
+        raise refuse(
+            f"{model} has no differentially private version for {task}: {choice} leave "
+            "dp_epsilon out.",
+            "no_dp_version",
+        )
+    columns = [d.columns for d in datasets]
+    if task == catalog.CLASSIFICATION and privacy.public_classes(columns, target) is None:
+        raise refuse(
+            f"Differential privacy needs the classes of {target!r} from the listings' public "
+            "statistics, and a listing does not publish them all.",
+            "no_public_bounds",
+        )
+
+
 @transaction.atomic
 def training_run_create(
     *,
@@ -128,6 +173,7 @@ def training_run_create(
     task: str | None = None,
     test_fraction: float | None = None,
     seed: int | None = None,
+    dp_epsilon: float | None = None,
 ) -> TrainingRun:
     """Validate a commission and quote it from the escrow; the buyer then pays from their wallet."""
     if not buyer.address:
@@ -183,6 +229,7 @@ def training_run_create(
             "not classes. Choose regression.",
             "bad_task",
         )
+    _check_privacy(datasets, target_column, task, model, dp_epsilon)
     if task == catalog.CLASSIFICATION:
         classes = _target_classes(datasets, target_column)
         if classes is not None:
@@ -210,6 +257,7 @@ def training_run_create(
         model=model,
         test_fraction=test_fraction,
         seed=secrets.randbelow(2**31) if seed is None else seed,
+        dp_epsilon=dp_epsilon,
         price_wei=quote.price_wei,
         compute_fee_wei=fees.compute_fee_wei,
     )

@@ -12,7 +12,9 @@ from training.catalog import MODELS
 def commission(request):
     query = request.GET.get("q", "").strip()
     # The browse page's search; with the columns, for the shared-column suggestions.
-    listed = dataset_list(params={"search": query}).only(*SUMMARY_FIELDS, "columns")
+    listed = dataset_list(params={"search": query}).only(
+        *SUMMARY_FIELDS, "columns", "dp_epsilon_max"
+    )
     page = Paginator(listed, 25).get_page(request.GET.get("page"))
     preselected = {int(i) for i in request.GET.getlist("dataset") if i.isdigit()}
     return render(

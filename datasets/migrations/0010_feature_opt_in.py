@@ -6,7 +6,7 @@ from django.db import migrations, models
 class Migration(migrations.Migration):
 
     dependencies = [
-        ('datasets', '0008_dataset_interrupted_attempts'),
+        ('datasets', '0009_dataset_dp_epsilon_max'),
     ]
 
     operations = [
