@@ -48,8 +48,9 @@ LICENSE_CODES = [code for code, _ in LICENSES]
 _TAG = r"[A-Za-z0-9][A-Za-z0-9 ._+-]{0,31}"
 TAG_LIST = rf"\A *(?:{_TAG} *(?:, *{_TAG} *){{0,{services.MAX_TAGS - 1}}})?\Z"
 # 0.01 to 100 written in decimals (the range of datasets.models.dp_epsilon_refusal).
+# Blank is "no requirement", as a form's empty field is.
 DP_EPSILON_TEXT = (
-    r"^(?:100(?:\.0{1,6})?|[1-9][0-9]?(?:\.[0-9]{1,6})?|0\.(?:0[1-9][0-9]{0,4}|[1-9][0-9]{0,5}))$"
+    r"^(?:|100(?:\.0{1,6})?|[1-9][0-9]?(?:\.[0-9]{1,6})?|0\.(?:0[1-9][0-9]{0,4}|[1-9][0-9]{0,5}))$"
 )
 DP_EPSILON_REFUSAL = f"Epsilon must be a number from {DP_EPSILON_MIN} to {DP_EPSILON_MAX:g}."
 UPLOAD_NAMES = ", ".join(sorted(services.ACCEPTED_EXTENSIONS))
@@ -219,7 +220,7 @@ class DatasetListApi(APIView):
             help_text="One of your listed datasets that this one is a new version of.",
         )  # fmt: skip
         dp_epsilon_max = TextField(
-            pattern=DP_EPSILON_TEXT, required=False,
+            pattern=DP_EPSILON_TEXT, required=False, allow_blank=True,
             refusal=(DP_EPSILON_REFUSAL, "bad_dp_epsilon"),
             help_text=f"Runs on this data must be differentially private with at most this "
             f"epsilon ({DP_EPSILON_MIN} to {DP_EPSILON_MAX:g}, up to 6 decimals).",

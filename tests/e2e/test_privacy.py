@@ -59,6 +59,8 @@ def test_an_owners_people_data_trains_a_model_that_holds_no_rare_value(
         expect(excluded.get_by_role("row").filter(has_text=column)).to_have_count(1)
     expect(excluded).to_contain_text("personal data")
     expect(buyer.get_by_test_id("privacy")).to_contain_text("folded into one")
+    audit = buyer.get_by_test_id("privacy-audit")
+    expect(audit).to_have_text(re.compile(r"Leakage audit: membership-inference AUC [01]\.\d\d "))
     with buyer.expect_download() as download_info:
         buyer.get_by_role("link", name="Download the model (skops)").click()
     path = tmp_path / "model.skops"
