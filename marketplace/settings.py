@@ -306,6 +306,10 @@ DATASET_PROCESS_TIME_LIMIT = DATASET_PROCESS_SOFT_TIME_LIMIT + 60
 DATASET_REGISTER_SOFT_TIME_LIMIT = 180
 DATASET_REGISTER_TIME_LIMIT = 240
 
+# Privacy ----------------------------------------------------------------------------------------
+# What is computed from rows and leaves a worker is an aggregate over at least this many rows.
+PRIVACY_MIN_GROUP_ROWS = env_int("PRIVACY_MIN_GROUP_ROWS", 20, minimum=1)
+
 # Training runs ----------------------------------------------------------------------------------
 # A run that has not finished within this time is stopped and its escrow refunded.
 TRAINING_SOFT_TIME_LIMIT_SECONDS = env_int("TRAINING_SOFT_TIME_LIMIT_SECONDS", 1800, minimum=1)
