@@ -128,7 +128,7 @@ def _withhold_values(columns: list[dict], warnings: list[dict]) -> list[dict]:
     }
     for column in columns:
         if column["name"] in sensitive:
-            for key in ("top_values", "min", "max", "histogram"):
+            for key in ("top_values", "quantiles", "histogram"):
                 column.pop(key, None)
             column["values_withheld"] = True
     return columns
@@ -284,6 +284,7 @@ def listing_prepare(dataset: Dataset, *, on_stage: OnStage) -> Prepared:
         max_line_bytes=settings.DATASET_MAX_LINE_BYTES,
         max_decoded_bytes=settings.DATASET_MAX_DECODED_BYTES,
         max_decode_ratio=settings.DATASET_MAX_DECODE_RATIO,
+        min_group_rows=settings.PRIVACY_MIN_GROUP_ROWS,
     )
     on_stage(Stage.CHECKING, 0.0)
     checking = _throttled(on_stage, Stage.CHECKING)
