@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import shutil
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -36,7 +35,7 @@ from chain.wrappers import DatasetRegistry, ListingTerms
 from datasets import processing
 from datasets.models import LICENSES, MAX_PRICE_WEI, Dataset, MinHashBand
 from datasets.selectors import description_excerpt, listing_terms
-from datasets.uploads import UploadOnDisk, upload_dir
+from datasets.uploads import UploadOnDisk, seal_copy, upload_dir
 from marketplace.errors import ApplicationError, refuse
 from marketplace.ipfs import IpfsError, IpfsUnavailable
 from marketplace.models import User
@@ -165,7 +164,7 @@ def dataset_create(
             "bad_file_type",
         )
     source = Path(upload.temporary_file_path()) if isinstance(upload, UploadOnDisk) else upload
-    size = source.stat().st_size
+    size = upload.size if isinstance(upload, UploadOnDisk) else source.stat().st_size
     if size == 0:
         raise refuse("The file is empty.", "empty_file")
     _check_upload_quota(owner=owner, size=size)
@@ -224,7 +223,7 @@ def dataset_create(
     if isinstance(upload, UploadOnDisk):
         upload.claim(destination)
     else:
-        shutil.copyfile(source, destination)
+        seal_copy(source, destination)  # stored encrypted, as uploads are
     Dataset.objects.filter(pk=dataset.pk).update(upload_path=str(destination))
     dataset.upload_path = str(destination)
     if enqueue:

@@ -309,6 +309,10 @@ DATASET_REGISTER_TIME_LIMIT = 240
 # Privacy ----------------------------------------------------------------------------------------
 # What is computed from rows and leaves a worker is an aggregate over at least this many rows.
 PRIVACY_MIN_GROUP_ROWS = env_int("PRIVACY_MIN_GROUP_ROWS", 20, minimum=1)
+# Decrypted dataset bytes up to this size stay in memory in the worker, never on disk.
+DATASET_DECRYPT_IN_MEMORY_MAX_BYTES = env_int(
+    "DATASET_DECRYPT_IN_MEMORY_MAX_BYTES", 512 * 1024**2, minimum=0
+)
 
 # Training runs ----------------------------------------------------------------------------------
 # A run that has not finished within this time is stopped and its escrow refunded.
