@@ -128,7 +128,7 @@ def _withhold_values(columns: list[dict], warnings: list[dict]) -> list[dict]:
     }
     for column in columns:
         if column["name"] in sensitive:
-            for key in ("top_values", "min", "max", "histogram"):
+            for key in ("top_values", "quantiles", "histogram"):
                 column.pop(key, None)
             column["values_withheld"] = True
     return columns
@@ -175,9 +175,12 @@ class _Sealing:
     (it would hold a connection of its own); it notes the CID in the pin marker the moment the
     node has pinned it."""
 
-    def __init__(self, dataset: Dataset, data_key: bytes):
+    def __init__(self, dataset: Dataset, data_key: bytes, plain: Path):
         self.stage = Stage.ENCRYPTING
-        self._path = Path(dataset.upload_path)
+        self._path = plain
+        self._encrypted = Path(dataset.upload_path).with_name(
+            Path(dataset.upload_path).name + ".enc"
+        )
         self._marker = pin_marker(dataset)
         self._decided = threading.Event()
         self._approved = False
@@ -186,7 +189,7 @@ class _Sealing:
         executor.shutdown(wait=False)
 
     def _run(self, data_key: bytes) -> tuple[str, int, str] | None:
-        encrypted = self._path.with_name(self._path.name + ".enc")
+        encrypted = self._encrypted
         with self._path.open("rb") as source, encrypted.open("wb") as target:
             size, sha256 = encrypt_stream(source, target, data_key)
         self._decided.wait()
@@ -278,20 +281,29 @@ def listing_prepare(dataset: Dataset, *, on_stage: OnStage) -> Prepared:
     thread pins the ciphertext and reads it back; then pin the metadata. Bad input and exact
     duplicates raise `InputRejected`; each pin is recorded on the row (or in the pin marker)
     the moment it exists, so whoever gives up unpins it."""
+    from datasets import uploads
+
+    # The upload rests encrypted: its plain bytes exist only while this worker reads them.
+    with uploads.plaintext(Path(dataset.upload_path)) as plain:
+        return _listing_prepare(dataset, plain, on_stage=on_stage)
+
+
+def _listing_prepare(dataset: Dataset, path: Path, *, on_stage: OnStage) -> Prepared:
     from datasets import profiling
     from datasets.reader import InputRejected
 
-    path = Path(dataset.upload_path)
+    upload_path = Path(dataset.upload_path)
     limits = profiling.Limits(
         max_columns=settings.DATASET_MAX_COLUMNS,
         max_line_bytes=settings.DATASET_MAX_LINE_BYTES,
         max_decoded_bytes=settings.DATASET_MAX_DECODED_BYTES,
         max_decode_ratio=settings.DATASET_MAX_DECODE_RATIO,
+        min_group_rows=settings.PRIVACY_MIN_GROUP_ROWS,
     )
     on_stage(Stage.CHECKING, 0.0)
     checking = _throttled(on_stage, Stage.CHECKING)
     data_key = new_data_key()
-    sealing = _Sealing(dataset, data_key)
+    sealing = _Sealing(dataset, data_key, path)
     try:
         # The cheap pass first: bad bytes are refused before anything is sent to the node.
         checked = profiling.check_file(path, limits=limits, on_progress=lambda f: checking(0.1 * f))
@@ -317,7 +329,7 @@ def listing_prepare(dataset: Dataset, *, on_stage: OnStage) -> Prepared:
     dataset.cid, dataset.content_sha256 = cid, content_sha256
 
     metadata = _metadata_document(dataset, profile, columns, warnings)
-    metadata_path = path.with_name(path.name + ".meta.json")
+    metadata_path = upload_path.with_name(upload_path.name + ".meta.json")
     metadata_path.write_bytes(metadata)
     metadata_sha256 = hashlib.sha256(metadata).hexdigest()
     metadata_cid = pin_file(metadata_path, raw_single_block=True)

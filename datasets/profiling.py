@@ -85,6 +85,8 @@ class Limits:
     max_line_bytes: int
     max_decoded_bytes: int  # a Parquet file's data, decoded
     max_decode_ratio: int  # ... and as a multiple of its size on disk
+    # Published statistics are aggregates over at least this many rows (PRIVACY_MIN_GROUP_ROWS).
+    min_group_rows: int = 20
 
     def decode_bound(self, path: Path) -> reader.DecodeBound:
         return reader.DecodeBound(
@@ -593,7 +595,12 @@ def describe_file(
         except reader.Widen as exc:
             schema, batches = attempts.send(reader.widened(str(exc), schema))
             continue
-        return _finish(result, reader.with_schema(checked.file_format, schema), checked.sha256)
+        return _finish(
+            result,
+            reader.with_schema(checked.file_format, schema),
+            checked.sha256,
+            min_rows=limits.min_group_rows,
+        )
 
 
 def _profile_parquet(checked: CheckedFile, limits: Limits, on_progress) -> Profile:
@@ -608,7 +615,7 @@ def _profile_parquet(checked: CheckedFile, limits: Limits, on_progress) -> Profi
     file_format = reader.with_schema(
         checked.file_format, reader.parquet_file(checked.path).schema_arrow
     )
-    return _finish(result, file_format, checked.sha256)
+    return _finish(result, file_format, checked.sha256, min_rows=limits.min_group_rows)
 
 
 @dataclass
@@ -682,12 +689,50 @@ def _profile_rows(
     return _RowsResult(schema, rows, stats, sample.table, unique, row_hll, minhash)
 
 
-def _histogram(values: np.ndarray, low: float, high: float) -> dict | None:
+def _histogram(values: np.ndarray, low: float, high: float, min_rows: int) -> dict | None:
+    """Counts over [low, high] (values beyond it in the outermost bins), bins of fewer than
+    `min_rows` values merged into their smaller neighbour."""
     values = values[np.isfinite(values)]
-    if len(values) == 0 or low is None or high is None or low == high:
+    if len(values) < min_rows or low is None or high is None or low == high:
         return None
-    counts, edges = np.histogram(values, bins=HISTOGRAM_BINS, range=(low, high))
-    return {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]}
+    counts, edges = np.histogram(np.clip(values, low, high), bins=HISTOGRAM_BINS, range=(low, high))
+    counts, edges = [int(c) for c in counts], [float(e) for e in edges]
+    while len(counts) > 1 and min(counts) < min_rows:
+        i = counts.index(min(counts))
+        if i == 0 or (i < len(counts) - 1 and counts[i + 1] < counts[i - 1]):
+            j = i + 1
+        else:
+            j = i - 1
+        first, second = min(i, j), max(i, j)
+        counts[first : second + 1] = [counts[first] + counts[second]]
+        del edges[second]
+    return {"edges": edges, "counts": counts}
+
+
+def _quantile_levels(count: int, min_rows: int) -> tuple[float, float] | None:
+    """The 1st and 99th percentiles, moved inward so at least `min_rows` values lie beyond each:
+    never a raw extreme. None when the column has too few values for that."""
+    if count < 2 * min_rows:
+        return None
+    return max(0.01, min_rows / count), min(0.99, 1 - min_rows / count)
+
+
+def _quantiles(values: pa.Array, label: str, levels: tuple[float, float]) -> dict | None:
+    """The values at `levels` in the (sampled) values: interpolated for numbers, the nearest
+    ranked value for dates and times."""
+    values = values.drop_null()
+    if len(values) == 0:
+        return None
+    if label in {"integer", "float"}:
+        numbers = pc.cast(values, pa.float64()).to_numpy(zero_copy_only=False)
+        numbers = numbers[np.isfinite(numbers)]
+        if len(numbers) == 0:
+            return None
+        low, high = (float(v) for v in np.quantile(numbers, levels))
+    else:
+        ordered = sorted(values.to_pylist())
+        low, high = (ordered[round(q * (len(ordered) - 1))] for q in levels)
+    return {"low": _display(low), "high": _display(high), "levels": [round(q, 4) for q in levels]}
 
 
 def _name_words(name: str) -> str:
@@ -730,7 +775,12 @@ def _value_pattern(values: list[str]) -> str | None:
     return None
 
 
-def _describe_column(column: _ColumnStats, rows: int, sample: pa.Table | None) -> dict:
+def _describe_column(
+    column: _ColumnStats, rows: int, sample: pa.Table | None, *, min_rows: int
+) -> dict:
+    """The public statistics of a column: aggregates over at least `min_rows` rows only (no raw
+    minimum or maximum, no value held by fewer rows, no histogram bin of fewer rows). The
+    extremes stay in `column` for the quality checks."""
     exact = column.counts is not None
     distinct = len(column.counts) if exact else column.hll.count()
     described: dict = {
@@ -740,35 +790,39 @@ def _describe_column(column: _ColumnStats, rows: int, sample: pa.Table | None) -
         "nulls": column.nulls,
         "distinct": distinct,
         "distinct_exact": exact,
+        "min_group_rows": min_rows,
     }
     if not exact:  # counted by a sketch: say how far off it may be
         described["distinct_error_bound"] = column.hll.error_bound(distinct)
     sample_values = sample.column(column.name) if sample is not None else None
+    sampled = sample is not None and sample.num_rows < rows
+    levels = _quantile_levels(column.count, min_rows)
+    ordered = {"integer", "float", "timestamp", "date", "time", "duration"}
+    if column.label in ordered and column.minimum is not None and levels and sample is not None:
+        quantiles = _quantiles(sample_values, column.label, levels)
+        if quantiles:
+            described["quantiles"] = {**quantiles, "sampled": sampled}
     if column.label in {"integer", "float"} and column.minimum is not None:
         mean = column.total / column.count if column.count else None
         variance = column.total_squares / column.count - mean * mean if column.count else None
         described.update(
-            min=_display(column.minimum),
-            max=_display(column.maximum),
             mean=_display(mean),
             std=_display(math.sqrt(max(variance, 0.0))) if variance is not None else None,
         )
-        if distinct > TOP_VALUES or not exact:
+        quantiles = described.get("quantiles")
+        if (distinct > TOP_VALUES or not exact) and quantiles:
             numbers = pc.cast(sample_values.drop_null(), pa.float64()).to_numpy()
-            described["histogram"] = _histogram(
-                numbers, float(column.minimum), float(column.maximum)
-            )
-            described["histogram_sampled"] = sample is not None and sample.num_rows < rows
-    elif column.label in {"timestamp", "date", "time", "duration"}:
-        described.update(min=_display(column.minimum), max=_display(column.maximum))
-    elif column.label == "string":
-        described.update(min_length=column.min_length, max_length=column.max_length)
+            histogram = _histogram(numbers, quantiles["low"], quantiles["high"], min_rows)
+            if histogram:
+                described["histogram"] = histogram
+                described["histogram_sampled"] = sampled
     if exact and column.counts:
-        top = column.counts.most_common(TOP_VALUES)
+        top = [(v, c) for v, c in column.counts.most_common(TOP_VALUES) if c >= min_rows]
         described["top_values"] = [{"value": _display(v), "count": c} for v, c in top]
         described["top_values_exact"] = True
     elif not exact and column.label in {"string", "boolean"} and sample_values is not None:
         top = Counter(sample_values.drop_null().to_pylist()).most_common(TOP_VALUES)
+        top = [(v, c) for v, c in top if c >= min_rows]
         described["top_values"] = [{"value": _display(v), "count": c} for v, c in top]
         described["top_values_exact"] = False
     if column.formula_cells:
@@ -842,10 +896,12 @@ def _column_warnings(column: _ColumnStats, described: dict, rows: int, sample) -
     return found
 
 
-def _finish(result: _RowsResult, file_format: reader.FileFormat, file_sha256: str) -> Profile:
+def _finish(
+    result: _RowsResult, file_format: reader.FileFormat, file_sha256: str, *, min_rows: int
+) -> Profile:
     columns, warnings = [], []
     for column in result.stats:
-        described = _describe_column(column, result.rows, result.sample)
+        described = _describe_column(column, result.rows, result.sample, min_rows=min_rows)
         columns.append(described)
         warnings.extend(_column_warnings(column, described, result.rows, result.sample))
     header = "\x1f".join(result.schema.names).encode()

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import re
 import secrets
-import shutil
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -42,7 +41,7 @@ from datasets.models import (
     dp_epsilon_refusal,
 )
 from datasets.selectors import description_excerpt, listing_terms
-from datasets.uploads import UploadOnDisk, upload_dir
+from datasets.uploads import UploadOnDisk, seal_copy, upload_dir
 from marketplace.errors import ApplicationError, refuse
 from marketplace.ipfs import IpfsError, IpfsUnavailable
 from marketplace.models import User
@@ -190,7 +189,7 @@ def dataset_create(
             "bad_file_type",
         )
     source = Path(upload.temporary_file_path()) if isinstance(upload, UploadOnDisk) else upload
-    size = source.stat().st_size
+    size = upload.size if isinstance(upload, UploadOnDisk) else source.stat().st_size
     if size == 0:
         raise refuse("The file is empty.", "empty_file")
     _check_upload_quota(owner=owner, size=size)
@@ -254,7 +253,7 @@ def dataset_create(
     if isinstance(upload, UploadOnDisk):
         upload.claim(destination)
     else:
-        shutil.copyfile(source, destination)
+        seal_copy(source, destination)  # stored encrypted, as uploads are
     Dataset.objects.filter(pk=dataset.pk).update(upload_path=str(destination))
     dataset.upload_path = str(destination)
     if enqueue:

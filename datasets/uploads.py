@@ -1,18 +1,40 @@
 """Uploaded files stream to a temporary file under settings.DATASET_UPLOAD_DIR (never into
-memory), and an upload past settings.DATASET_MAX_UPLOAD_BYTES is dropped while it arrives."""
+memory), encrypted as they arrive, and an upload past settings.DATASET_MAX_UPLOAD_BYTES is
+dropped while it arrives.
+
+On disk an upload is never the plain file: UPLOAD_MAGIC | upload id (16 bytes) | its data key
+wrapped by settings.MASTER_KEY (bound to the upload id) | the bytes in marketplace.crypto's
+chunked AES-GCM format. The worker decrypts it when it reads it (`plaintext`)."""
 
 from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
+from typing import BinaryIO
 
 from django.conf import settings
 from django.core.files.uploadedfile import UploadedFile
 from django.core.files.uploadhandler import FileUploadHandler, SkipFile
 
+from marketplace.crypto import (
+    WRAP_NONCE_SIZE,
+    EncryptingWriter,
+    decrypt_stream,
+    new_data_key,
+    unwrap_data_key,
+    wrap_data_key,
+)
+
 # Set on the request when a file was dropped for its size (the view answers 413 with it).
 REFUSED_ATTRIBUTE = "upload_refused_for_size"
+UPLOAD_MAGIC = b"DMKTUPL1"
+UPLOAD_ID_SIZE = 16
+WRAPPED_KEY_SIZE = 1 + WRAP_NONCE_SIZE + 32 + 16
+# Memory-backed where the system has it: decrypted uploads below the size setting go there.
+MEMORY_DIR = Path("/dev/shm")
 
 
 def upload_dir() -> Path:
@@ -21,19 +43,79 @@ def upload_dir() -> Path:
     return path
 
 
+def _key_context(upload_id: bytes) -> bytes:
+    return b"upload:" + upload_id.hex().encode()
+
+
+def _sealing_writer(target: BinaryIO) -> EncryptingWriter:
+    """Write the header of a sealed upload to `target`; the writer encrypts what follows."""
+    upload_id, data_key = os.urandom(UPLOAD_ID_SIZE), new_data_key()
+    wrapped = wrap_data_key(data_key, settings.MASTER_KEY, context=_key_context(upload_id))
+    target.write(UPLOAD_MAGIC + upload_id + wrapped)
+    return EncryptingWriter(target, data_key)
+
+
+def seal_copy(source: Path, destination: Path) -> None:
+    """Store a file of ours (not a request's upload) sealed, as an upload is."""
+    with source.open("rb") as src, destination.open("wb") as dst:
+        writer = _sealing_writer(dst)
+        while chunk := src.read(1024 * 1024):
+            writer.write(chunk)
+        writer.close()
+
+
+def is_sealed(path: Path) -> bool:
+    with path.open("rb") as handle:
+        return handle.read(len(UPLOAD_MAGIC)) == UPLOAD_MAGIC
+
+
+@contextmanager
+def plaintext(path: Path) -> Iterator[Path]:
+    """The upload decrypted, for the worker while it reads it: in memory (a memory-backed
+    folder) when it fits under settings.DATASET_DECRYPT_IN_MEMORY_MAX_BYTES, else in a private
+    file beside it; removed on leaving, however it ends. An upload stored before uploads were
+    sealed is read as it is."""
+    if not is_sealed(path):
+        yield path
+        return
+    fits = path.stat().st_size <= settings.DATASET_DECRYPT_IN_MEMORY_MAX_BYTES
+    folder = MEMORY_DIR if fits and MEMORY_DIR.is_dir() else path.parent
+    handle, name = tempfile.mkstemp(prefix=f"plain-{os.getpid()}-", suffix=path.suffix, dir=folder)
+    plain = Path(name)
+    try:
+        with path.open("rb") as src, os.fdopen(handle, "wb") as dst:
+            header = src.read(len(UPLOAD_MAGIC) + UPLOAD_ID_SIZE + WRAPPED_KEY_SIZE)
+            upload_id = header[len(UPLOAD_MAGIC) : len(UPLOAD_MAGIC) + UPLOAD_ID_SIZE]
+            wrapped = header[len(UPLOAD_MAGIC) + UPLOAD_ID_SIZE :]
+            key = unwrap_data_key(wrapped, settings.MASTER_KEY, context=_key_context(upload_id))
+            decrypt_stream(src, dst, key)
+        yield plain
+    finally:
+        plain.unlink(missing_ok=True)
+
+
 class UploadOnDisk(UploadedFile):
-    """An uploaded file in a temporary file that is deleted when the request ends, unless a
-    service claimed it first (`claim`)."""
+    """An uploaded file, encrypted into a temporary file that is deleted when the request ends,
+    unless a service claimed it first (`claim`). `size` is the plain file's."""
 
     def __init__(self, name, content_type, size, charset, content_type_extra=None):
         file = tempfile.NamedTemporaryFile(suffix=".part", dir=upload_dir())  # noqa: SIM115
         super().__init__(file, name, content_type, size, charset, content_type_extra)
+        self._writer = _sealing_writer(file)
+
+    def write(self, data: bytes) -> int:
+        return self._writer.write(data)
+
+    def seal(self) -> None:
+        """The last bytes arrived: write the final chunk."""
+        self._writer.close()
+        self.file.flush()
 
     def temporary_file_path(self) -> str:
         return self.file.name
 
     def claim(self, destination: Path) -> Path:
-        """Keep the bytes at `destination` (same filesystem: a hard link, no copy)."""
+        """Keep the (sealed) bytes at `destination` (same filesystem: a hard link, no copy)."""
         self.file.flush()
         os.link(self.file.name, destination)
         return destination
@@ -60,6 +142,7 @@ class StreamToDiskUploadHandler(FileUploadHandler):
         return None
 
     def file_complete(self, file_size):
+        self.file.seal()
         self.file.seek(0)
         self.file.size = file_size
         return self.file

@@ -27,3 +27,15 @@ def load_parsing_libraries(**kwargs) -> None:
     starts, not inside the first listing it gets (they take about a second to import). After
     the fork: Arrow must not share a parent's threads."""
     import datasets.profiling  # noqa: F401
+
+
+@worker_process_init.connect
+def remove_orphan_run_folders(**kwargs) -> None:
+    """A worker killed mid-run leaves its scratch folder (decrypted rows): the next process to
+    start on this host removes the folders of processes that are gone."""
+    import logging
+
+    from training.pipeline import remove_orphan_workdirs
+
+    for path in remove_orphan_workdirs():
+        logging.getLogger(__name__).warning("removed the scratch folder of a dead run: %s", path)

@@ -161,3 +161,40 @@ def decrypt_stream(src: BinaryIO, dst: BinaryIO, data_key: bytes) -> int:
         dst.write(plain)
         written += len(plain)
     return written
+
+
+class EncryptingWriter:
+    """`encrypt_stream` for bytes that arrive piece by piece (an upload): the same format, written
+    to `dst` as each chunk fills; `close()` writes the final chunk and returns (ciphertext bytes
+    written, sha-256 hex of them)."""
+
+    def __init__(self, dst: BinaryIO, data_key: bytes, *, chunk_size: int = CHUNK_SIZE):
+        self._dst, self._aead, self._chunk_size = dst, AESGCM(data_key), chunk_size
+        self._header = HEADER.pack(MAGIC, chunk_size, os.urandom(7))
+        self._digest = hashlib.sha256(self._header)
+        self._buffer = bytearray()
+        self._index = 0
+        dst.write(self._header)
+        self.written = len(self._header)
+
+    def _seal(self, plain: bytes, final: bool) -> None:
+        prefix = self._header[-7:]
+        nonce, aad = _nonce(prefix, self._index, final), _aad(self._header, self._index, final)
+        sealed = self._aead.encrypt(nonce, plain, aad)
+        self._dst.write(sealed)
+        self._digest.update(sealed)
+        self.written += len(sealed)
+        self._index += 1
+
+    def write(self, data: bytes) -> int:
+        self._buffer += data
+        # A full chunk is sealed only once more bytes follow it: the last one is flagged final.
+        while len(self._buffer) > self._chunk_size:
+            self._seal(bytes(self._buffer[: self._chunk_size]), final=False)
+            del self._buffer[: self._chunk_size]
+        return len(data)
+
+    def close(self) -> tuple[int, str]:
+        self._seal(bytes(self._buffer), final=True)
+        self._buffer.clear()
+        return self.written, self._digest.hexdigest()

@@ -250,12 +250,6 @@ CACHES = {
         "OPTIONS": {"socket_connect_timeout": 1, "socket_timeout": 1},
     },
 }
-# Privacy: nothing computed from rows leaves a worker unless it is the model the buyer paid for or
-# an aggregate over at least this many rows (categories a model stores, statistics, report bins).
-PRIVACY_MIN_GROUP_ROWS = env_int("PRIVACY_MIN_GROUP_ROWS", 20, minimum=1)
-# Rows every tree leaf of a model summarises at least (random forests; gradient boosting's own
-# default is 20).
-PRIVACY_MIN_LEAF_ROWS = env_int("PRIVACY_MIN_LEAF_ROWS", 10, minimum=1)
 # How long an API token lasts; a sign-in issues a new one and sign-out revokes it.
 API_TOKEN_TTL_DAYS = env_int("API_TOKEN_TTL_DAYS", 30, minimum=1)
 
@@ -311,6 +305,18 @@ DATASET_PROCESS_SOFT_TIME_LIMIT = env_int("DATASET_PROCESS_SOFT_TIME_LIMIT", 180
 DATASET_PROCESS_TIME_LIMIT = DATASET_PROCESS_SOFT_TIME_LIMIT + 60
 DATASET_REGISTER_SOFT_TIME_LIMIT = 180
 DATASET_REGISTER_TIME_LIMIT = 240
+
+# Privacy ----------------------------------------------------------------------------------------
+# Nothing computed from rows leaves a worker unless it is the model the buyer paid for or an
+# aggregate over at least this many rows (a category or class a model stores, a statistic, a bin).
+PRIVACY_MIN_GROUP_ROWS = env_int("PRIVACY_MIN_GROUP_ROWS", 20, minimum=1)
+# Rows every tree leaf of a model stands for at least (random forests; gradient boosting's own
+# default is 20).
+PRIVACY_MIN_LEAF_ROWS = env_int("PRIVACY_MIN_LEAF_ROWS", 10, minimum=1)
+# Decrypted dataset bytes up to this size stay in memory in the worker, never on disk.
+DATASET_DECRYPT_IN_MEMORY_MAX_BYTES = env_int(
+    "DATASET_DECRYPT_IN_MEMORY_MAX_BYTES", 512 * 1024**2, minimum=0
+)
 
 # Training runs ----------------------------------------------------------------------------------
 # A run that has not finished within this time is stopped and its escrow refunded.

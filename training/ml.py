@@ -15,17 +15,14 @@ from sklearn.ensemble import (
     RandomForestRegressor,
 )
 from sklearn.impute import SimpleImputer
-from sklearn.inspection import permutation_importance
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import (
     accuracy_score,
-    confusion_matrix,
     f1_score,
     log_loss,
     mean_absolute_error,
     r2_score,
     roc_auc_score,
-    roc_curve,
 )
 from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
@@ -39,6 +36,7 @@ from training.catalog import (  # noqa: F401 - re-exported for callers of the ML
     MODELS,
     REGRESSION,
 )
+from training.figures import run_figures
 
 
 def infer_task(target: pd.Series) -> str:
@@ -141,39 +139,6 @@ def split(frame: pd.DataFrame, target: str, task: str, test_fraction: float, see
     )
 
 
-def _downsample(points: list, limit: int) -> list:
-    if len(points) <= limit:
-        return points
-    step = len(points) / limit
-    return [points[int(i * step)] for i in range(limit)] + [points[-1]]
-
-
-def _feature_importance(pipeline: Pipeline, x_test: pd.DataFrame, y_test, seed: int) -> list:
-    """Importance per original column: the model's own where it has one, else permutation
-    importance on at most 1,000 test rows."""
-    model = pipeline.named_steps["model"]
-    names = list(pipeline.named_steps["preprocess"].get_feature_names_out())
-    columns = list(x_test.columns)
-    if hasattr(model, "feature_importances_") or hasattr(model, "coef_"):
-        raw = (
-            model.feature_importances_
-            if hasattr(model, "feature_importances_")
-            else np.abs(np.atleast_2d(model.coef_)).mean(axis=0)
-        )
-        per_column = dict.fromkeys(columns, 0.0)
-        for name, value in zip(names, raw, strict=True):
-            owner = next((c for c in columns if name == c or name.startswith(f"{c}_")), name)
-            per_column[owner] = per_column.get(owner, 0.0) + float(value)
-    else:
-        rows = x_test.iloc[:1000]
-        result = permutation_importance(
-            pipeline, rows, np.asarray(y_test)[: len(rows)], n_repeats=3, random_state=seed
-        )
-        per_column = {c: float(v) for c, v in zip(columns, result.importances_mean, strict=True)}
-    ranked = sorted(per_column.items(), key=lambda item: -item[1])[:20]
-    return [{"feature": name, "importance": round(value, 6)} for name, value in ranked]
-
-
 def fit_and_score(
     frame: pd.DataFrame,
     *,
@@ -210,7 +175,6 @@ def fit_and_score(
     else:
         described = privacy.fit_private(pipeline, x_train, y_train, task=task, model=model, dp=dp)
     predicted = pipeline.predict(x_test)
-    figures: dict = {}
     if task == CLASSIFICATION:
         proba = pipeline.predict_proba(x_test)
         classes = list(pipeline.classes_)
@@ -227,30 +191,17 @@ def fit_and_score(
         }
         if binary:
             metrics["roc_auc"] = float(roc_auc_score(y_test == classes[1], proba[:, 1]))
-            fpr, tpr, _ = roc_curve(y_test == classes[1], proba[:, 1])
-            figures["roc_curve"] = _downsample(
-                [[round(float(f), 4), round(float(t), 4)] for f, t in zip(fpr, tpr, strict=True)],
-                100,
-            )
         else:
             metrics["roc_auc"] = float(
                 roc_auc_score(y_test, proba, multi_class="ovr", labels=classes)
             )
-        figures["confusion_matrix"] = {
-            "labels": [str(c) for c in classes],
-            "matrix": confusion_matrix(y_test, predicted, labels=classes).tolist(),
-        }
     else:
         metrics = {
             "r2": float(r2_score(y_test, predicted)),
             "mae": float(mean_absolute_error(y_test, predicted)),
             "rmse": float(np.sqrt(np.mean((np.asarray(y_test) - predicted) ** 2))),
         }
-        sample = np.random.default_rng(seed).permutation(len(y_test))[:300]
-        figures["predicted_vs_actual"] = [
-            [round(float(np.asarray(y_test)[i]), 6), round(float(predicted[i]), 6)] for i in sample
-        ]
-    figures["feature_importance"] = _feature_importance(pipeline, x_test, y_test, seed)
+    figures = run_figures(pipeline, x_test, y_test, predicted, task=task, seed=seed)
     audit = privacy.membership_inference_auc(
         pipeline, x_train, y_train, x_test, y_test, task=task, seed=seed
     )

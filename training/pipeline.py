@@ -7,7 +7,11 @@ from __future__ import annotations
 
 import hashlib
 import os
+import re
+import shutil
+import socket
 import tempfile
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -60,6 +64,49 @@ def job_terms(run: TrainingRun) -> JobTerms:
     raise RunFailed(f"The funding transaction {run.funding_tx} did not fund this run's job.")
 
 
+# A run's scratch folder names its host and process, so a worker starting later can tell the
+# folders of processes that died (killed mid-run) from those of live ones.
+WORKDIR_PATTERN = re.compile(r"^run-(?P<host>[A-Za-z0-9.]+)-(?P<pid>\d+)-")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9.]", "", socket.gethostname()) or "host"
+
+
+def workdir_prefix() -> str:
+    return f"run-{_host()}-{os.getpid()}-"
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's
+        return True
+    return True
+
+
+def remove_orphan_workdirs() -> list[Path]:
+    """Remove the scratch folders (decrypted rows) of runs whose process is gone: those this
+    host's dead processes left, and unnamed ones older than a run may take."""
+    host = _host()
+    stale_after = 2 * settings.TRAINING_SOFT_TIME_LIMIT_SECONDS
+    removed = []
+    for path in Path(settings.DATA_DIR).glob("run-*"):
+        if not path.is_dir():
+            continue
+        match = WORKDIR_PATTERN.match(path.name)
+        if match:
+            if match["host"] != host or _pid_alive(int(match["pid"])):
+                continue
+        elif time.time() - path.stat().st_mtime < stale_after:
+            continue
+        shutil.rmtree(path, ignore_errors=True)
+        removed.append(path)
+    return removed
+
+
 def model_key_context(job_id: str) -> bytes:
     return f"model:{job_id}".encode()
 
@@ -107,7 +154,7 @@ def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
 
     registry = DatasetRegistry.deployed()
     inputs = list(run.inputs.select_related("dataset").order_by("position"))
-    with tempfile.TemporaryDirectory(dir=settings.DATA_DIR, prefix="run-") as tmp:
+    with tempfile.TemporaryDirectory(dir=settings.DATA_DIR, prefix=workdir_prefix()) as tmp:
         workdir = Path(tmp)
         on_stage(Stage.FETCHING, None)
         frames = []

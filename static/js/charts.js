@@ -112,26 +112,39 @@
     return root;
   }
 
-  /* Scatter of [[actual, predicted]] with the y = x line. */
-  function scatter(points, { label }) {
-    const size = 300, pad = 40;
-    const values = points.flat();
-    const lo = Math.min(...values), hi = Math.max(...values), range = hi - lo || 1;
-    const px = (v) => pad + ((v - lo) / range) * (size - 10), py = (v) => size - ((v - lo) / range) * (size - 10);
-    const root = svg(size + pad, size + pad, label);
-    root.append(el("rect", { x: pad, y: 10, width: size - 10, height: size - 10, class: "chart-frame" }));
-    root.append(el("line", { x1: px(lo), y1: py(lo), x2: px(hi), y2: py(hi), class: "chart-diagonal" }));
-    for (const [a, p] of points) root.append(el("circle", { cx: px(a), cy: py(p), r: 2.5, class: "chart-dot" }));
-    root.append(el("text", { x: pad + size / 2, y: size + 30, "text-anchor": "middle", class: "chart-label" }, "actual"));
-    root.append(el("text", { x: 12, y: size / 2, transform: `rotate(-90 12 ${size / 2})`, "text-anchor": "middle", class: "chart-label" }, "predicted"));
+  /* Heatmap of a 2-D histogram {edges, cells: [[actual bin, predicted bin, rows]], min_rows}:
+     the same bins on both axes, the y = x line; cells left out (under min_rows) stay blank. */
+  function heatmap({ edges, cells, min_rows: minRows }, { label, xLabel = "actual", yLabel = "predicted" }) {
+    const size = 300, pad = 40, left = pad + 14;
+    const root = svg(size + left, size + pad, label);
+    const bins = Math.max(edges.length - 1, 1), cell = (size - 10) / bins;
+    const px = (i) => left + i * cell, py = (j) => size - (j + 1) * cell;
+    root.append(el("rect", { x: left, y: 10, width: size - 10, height: size - 10, class: "chart-frame" }));
+    const max = Math.max(...cells.map((c) => c[2]), 1);
+    const range = (i) => `${edges[i]} to ${edges[i + 1]}`;
+    for (const [i, j, count] of cells) {
+      const box = el("rect", { x: px(i), y: py(j), width: cell, height: cell, class: "chart-cell",
+        fill: `rgba(59, 91, 219, ${0.15 + 0.85 * (count / max)})` });
+      box.append(el("title", {}, `${xLabel} ${range(i)}, ${yLabel} ${range(j)}: ${count} rows`));
+      root.append(box);
+    }
+    root.append(el("line", { x1: px(0), y1: size, x2: px(bins), y2: 10, class: "chart-diagonal" }));
+    const every = Math.ceil(bins / 5);
+    for (let n = 0; n <= bins; n += every) {
+      root.append(el("text", { x: px(n), y: size + 14, "text-anchor": "middle", class: "chart-tick" }, String(edges[n])));
+      root.append(el("text", { x: left - 4, y: size - n * cell + 4, "text-anchor": "end", class: "chart-tick" }, String(edges[n])));
+    }
+    root.append(el("text", { x: left + size / 2, y: size + 32, "text-anchor": "middle", class: "chart-label" }, xLabel));
+    root.append(el("text", { x: 10, y: size / 2, transform: `rotate(-90 10 ${size / 2})`, "text-anchor": "middle", class: "chart-label" }, yLabel));
+    if (minRows) root.dataset.minRows = minRows;
     return root;
   }
 
-  /* Confusion matrix as a table with shaded cells. */
-  function confusion({ labels, matrix }) {
+  /* Confusion matrix as a table with shaded cells; a null cell holds fewer than min_rows rows. */
+  function confusion({ labels, matrix, min_rows: minRows }) {
     const table = document.createElement("table");
     table.className = "confusion";
-    const max = Math.max(...matrix.flat(), 1);
+    const max = Math.max(...matrix.flat().filter((c) => c !== null), 1);
     const head = table.createTHead().insertRow();
     head.append(Object.assign(document.createElement("th"), { textContent: "actual \\ predicted" }));
     labels.forEach((l) => head.append(Object.assign(document.createElement("th"), { textContent: l })));
@@ -141,6 +154,11 @@
       tr.append(Object.assign(document.createElement("th"), { textContent: labels[i] }));
       row.forEach((count) => {
         const td = tr.insertCell();
+        if (count === null) {
+          td.textContent = `<${minRows}`;
+          td.title = `fewer than ${minRows} rows: not shown`;
+          return;
+        }
         td.textContent = count;
         td.style.background = `rgba(59, 91, 219, ${0.08 + 0.72 * (count / max)})`;
         if (count / max > 0.5) td.style.color = "#fff";
@@ -149,5 +167,5 @@
     return table;
   }
 
-  window.MarketplaceCharts = { bars, curve, scatter, confusion, timeline, datasetLabel };
+  window.MarketplaceCharts = { bars, curve, heatmap, confusion, timeline, datasetLabel };
 })();

@@ -1,5 +1,6 @@
 """Reading, describing and checking a file (the part of the pipeline that needs only the file)."""
 
+import dataclasses
 import io
 
 import pandas as pd
@@ -15,10 +16,10 @@ LIMITS = Limits(
 )
 
 
-def profile(tmp_path, content: bytes, name: str = "data.csv"):
+def profile(tmp_path, content: bytes, name: str = "data.csv", limits: Limits = LIMITS):
     path = tmp_path / name
     path.write_bytes(content)
-    return describe_file(check_file(path, limits=LIMITS), limits=LIMITS)
+    return describe_file(check_file(path, limits=limits), limits=limits)
 
 
 def rejected(tmp_path, content: bytes) -> InputRejected:
@@ -51,7 +52,8 @@ def test_schema_rows_and_statistics(tmp_path):
         "customer_id", "email", "age", "country", "score", "source",
     ]  # fmt: skip
     assert columns["age"]["type"] == "integer"
-    assert (columns["age"]["min"], columns["age"]["max"]) == (20, 69)
+    assert "min" not in columns["age"] and "max" not in columns["age"]  # raw extremes stay private
+    assert 20 < columns["age"]["quantiles"]["low"] < columns["age"]["quantiles"]["high"] < 69
     assert columns["score"]["type"] == "float"
     assert (
         columns["score"]["histogram"]["counts"]
@@ -100,7 +102,8 @@ def test_the_same_rows_in_another_order_have_the_same_fingerprint(tmp_path):
 def test_formula_cells_are_kept_as_text_and_shown_inert(tmp_path):
     content = b"id,comment\n1,=cmd|' /C calc'!A0\n2,fine\n3,-12\n4,@SUM(A1:A2)\n"
 
-    result = profile(tmp_path, content)
+    # Every value shown (groups of one row) to see how each is displayed.
+    result = profile(tmp_path, content, limits=dataclasses.replace(LIMITS, min_group_rows=1))
 
     comment = next(c for c in result.columns if c["name"] == "comment")
     shown = {v["value"] for v in comment["top_values"]}
@@ -215,3 +218,17 @@ def test_an_exact_count_of_repeated_rows_is_stated_without_hedging(tmp_path):
     (warning,) = warnings_by_code(result)["duplicate_rows"]
     assert warning["count"] == 1 and "estimate" not in warning
     assert warning["message"] == "1 row(s) (33.3%) repeat an earlier row exactly."
+
+
+def test_values_of_fewer_than_k_rows_and_raw_extremes_are_not_described(tmp_path):
+    lines = ["amount,kind"]
+    lines += [f"{100 + i % 40}.5,{'common' if i % 10 else f'rare-{i}'}" for i in range(400)]
+    lines.append("987654.321,common")
+
+    result = profile(tmp_path, ("\n".join(lines) + "\n").encode())
+
+    columns = {c["name"]: c for c in result.columns}
+    assert "987654" not in str(columns) and "rare-" not in str(columns)
+    assert [v["value"] for v in columns["kind"]["top_values"]] == ["common"]
+    assert all(count >= 20 for count in columns["amount"]["histogram"]["counts"])
+    assert sum(columns["amount"]["histogram"]["counts"]) == 401

@@ -6,6 +6,7 @@ import pytest
 from django.test import override_settings
 
 from datasets.models import Dataset
+from datasets.uploads import plaintext
 from tests.datasets.conftest import post_dataset, upload_files
 from tests.datasets.factories import listed_dataset, measurements_csv, user_for
 
@@ -107,5 +108,6 @@ def test_an_accepted_upload_answers_201_processing(api, owner):
     assert dataset.tags == ["botany", "tabular"]
     assert str(dataset.price_wei) == "20000000000000000"
     kept = Path(dataset.upload_path)
-    assert kept.read_bytes() == measurements_csv(seed=17)
+    with plaintext(kept) as plain:  # kept encrypted; the worker reads the plain bytes
+        assert plain.read_bytes() == measurements_csv(seed=17)
     kept.unlink()  # no worker runs in this test to process (and then delete) it

@@ -1,0 +1,52 @@
+"""A run's scratch folder (decrypted rows) left by a killed worker is removed when a worker
+starts; the folders of live processes stay."""
+
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+from tests.conftest import start_celery_worker, stop_celery_worker
+from training.pipeline import workdir_prefix
+
+
+def _dead_pid() -> int:
+    process = subprocess.Popen([sys.executable, "-c", "pass"])
+    process.wait()
+    return process.pid
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_worker_start_removes_run_folders_of_dead_processes(
+    django_db_setup, anvil, ipfs_node, tmp_path
+):
+    prefix = workdir_prefix()  # run-<host>-<this pid>-
+    host = prefix.split("-")[1]
+    data_dir = Path(settings.DATA_DIR)
+    stale = data_dir / f"run-{host}-{_dead_pid()}-orphan"
+    live = data_dir / f"{prefix}alive"
+    for folder in (stale, live):
+        folder.mkdir(parents=True)
+        (folder / "dataset-1.plain").write_bytes(b"salary\n987654.321\n")
+
+    worker = start_celery_worker(
+        hostname=f"cleanup-{time.monotonic_ns()}@localhost",
+        queue=f"cleanup-{time.monotonic_ns()}",
+        log_path=tmp_path / "worker.log",
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while stale.exists() and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert not stale.exists(), (tmp_path / "worker.log").read_text()
+        assert live.exists()  # this test's process is alive: its folder is not an orphan
+    finally:
+        stop_celery_worker(worker)
+        for folder in (stale, live):
+            if folder.exists():
+                for child in folder.iterdir():
+                    child.unlink()
+                folder.rmdir()
