@@ -362,8 +362,10 @@ class ContentMismatch(Exception):
 def dataset_rows(*, dataset: Dataset, workdir: Path, expected_sha256: str):
     """The rows of a listed dataset as a pyarrow Table, read as the listing read them: the
     ciphertext from IPFS by CID, its hash checked against `expected_sha256` (the on-chain
-    listing's) and the stored one, decrypted into `workdir` (the caller's private folder)."""
+    listing's) and the stored one, decrypted in memory when it fits (else into `workdir`, the
+    caller's private folder) and removed once read."""
     from datasets import reader
+    from datasets.uploads import plaintext_path
     from marketplace.crypto import decrypt_stream, unwrap_data_key
 
     sealed = workdir / f"dataset-{dataset.pk}.enc"
@@ -382,7 +384,7 @@ def dataset_rows(*, dataset: Dataset, workdir: Path, expected_sha256: str):
     key = unwrap_data_key(
         dataset.wrapped_data_key, settings.MASTER_KEY, context=dataset.key_context
     )
-    plain = workdir / f"dataset-{dataset.pk}.plain"
+    plain = plaintext_path(size=sealed.stat().st_size, beside=workdir, suffix=".plain")
     try:
         with sealed.open("rb") as src, plain.open("wb") as dst:
             decrypt_stream(src, dst, key)

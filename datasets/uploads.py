@@ -9,6 +9,7 @@ chunked AES-GCM format. The worker decrypts it when it reads it (`plaintext`).""
 from __future__ import annotations
 
 import os
+import re
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,6 +28,7 @@ from marketplace.crypto import (
     unwrap_data_key,
     wrap_data_key,
 )
+from marketplace.processes import pid_alive
 
 # Set on the request when a file was dropped for its size (the view answers 413 with it).
 REFUSED_ATTRIBUTE = "upload_refused_for_size"
@@ -69,6 +71,32 @@ def is_sealed(path: Path) -> bool:
         return handle.read(len(UPLOAD_MAGIC)) == UPLOAD_MAGIC
 
 
+PLAINTEXT_PATTERN = re.compile(r"plain-(?P<pid>\d+)-")
+
+
+def plaintext_path(*, size: int, beside: Path, suffix: str) -> Path:
+    """A new private file for decrypted bytes: in memory (a memory-backed folder) when they fit
+    under settings.DATASET_DECRYPT_IN_MEMORY_MAX_BYTES, else in `beside`. Named after this
+    process, so that what a killed worker left is found and removed (remove_orphan_plaintexts)."""
+    fits = size <= settings.DATASET_DECRYPT_IN_MEMORY_MAX_BYTES
+    folder = MEMORY_DIR if fits and MEMORY_DIR.is_dir() else beside
+    handle, name = tempfile.mkstemp(prefix=f"plain-{os.getpid()}-", suffix=suffix, dir=folder)
+    os.close(handle)
+    return Path(name)
+
+
+def remove_orphan_plaintexts() -> list[Path]:
+    """Remove the decrypted files of processes that are gone (killed while reading)."""
+    removed = []
+    for folder in (MEMORY_DIR, upload_dir()):
+        for path in folder.glob("plain-*") if folder.is_dir() else []:
+            match = PLAINTEXT_PATTERN.match(path.name)
+            if match and not pid_alive(int(match["pid"])):
+                path.unlink(missing_ok=True)
+                removed.append(path)
+    return removed
+
+
 @contextmanager
 def plaintext(path: Path) -> Iterator[Path]:
     """The upload decrypted, for the worker while it reads it: in memory (a memory-backed
@@ -78,12 +106,9 @@ def plaintext(path: Path) -> Iterator[Path]:
     if not is_sealed(path):
         yield path
         return
-    fits = path.stat().st_size <= settings.DATASET_DECRYPT_IN_MEMORY_MAX_BYTES
-    folder = MEMORY_DIR if fits and MEMORY_DIR.is_dir() else path.parent
-    handle, name = tempfile.mkstemp(prefix=f"plain-{os.getpid()}-", suffix=path.suffix, dir=folder)
-    plain = Path(name)
+    plain = plaintext_path(size=path.stat().st_size, beside=path.parent, suffix=path.suffix)
     try:
-        with path.open("rb") as src, os.fdopen(handle, "wb") as dst:
+        with path.open("rb") as src, plain.open("wb") as dst:
             header = src.read(len(UPLOAD_MAGIC) + UPLOAD_ID_SIZE + WRAPPED_KEY_SIZE)
             upload_id = header[len(UPLOAD_MAGIC) : len(UPLOAD_MAGIC) + UPLOAD_ID_SIZE]
             wrapped = header[len(UPLOAD_MAGIC) + UPLOAD_ID_SIZE :]

@@ -31,11 +31,12 @@ def load_parsing_libraries(**kwargs) -> None:
 
 @worker_process_init.connect
 def remove_orphan_run_folders(**kwargs) -> None:
-    """A worker killed mid-run leaves its scratch folder (decrypted rows): the next process to
-    start on this host removes the folders of processes that are gone."""
+    """A worker killed mid-run or mid-listing leaves decrypted rows behind (its scratch folder, a
+    decrypted file): the next process to start on this host removes those of processes gone."""
     import logging
 
+    from datasets.uploads import remove_orphan_plaintexts
     from training.pipeline import remove_orphan_workdirs
 
-    for path in remove_orphan_workdirs():
-        logging.getLogger(__name__).warning("removed the scratch folder of a dead run: %s", path)
+    for path in remove_orphan_workdirs() + remove_orphan_plaintexts():
+        logging.getLogger(__name__).warning("removed what a dead worker left decrypted: %s", path)

@@ -19,6 +19,7 @@ from pathlib import Path
 from django.conf import settings
 
 from chain.wrappers import DatasetRegistry, JobTerms, Outcome, TrainingEscrow
+from marketplace.processes import pid_alive
 from training.models import TrainingRun, TrainingRunDataset
 from training.payouts import payouts_for
 
@@ -77,16 +78,6 @@ def workdir_prefix() -> str:
     return f"run-{_host()}-{os.getpid()}-"
 
 
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's
-        return True
-    return True
-
-
 def remove_orphan_workdirs() -> list[Path]:
     """Remove the scratch folders (decrypted rows) of runs whose process is gone: those this
     host's dead processes left, and unnamed ones older than a run may take."""
@@ -98,7 +89,7 @@ def remove_orphan_workdirs() -> list[Path]:
             continue
         match = WORKDIR_PATTERN.match(path.name)
         if match:
-            if match["host"] != host or _pid_alive(int(match["pid"])):
+            if match["host"] != host or pid_alive(int(match["pid"])):
                 continue
         elif time.time() - path.stat().st_mtime < stale_after:
             continue
