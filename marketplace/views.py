@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib.auth import logout
 from django.contrib.auth.decorators import login_required
 from django.http import Http404, JsonResponse
@@ -26,7 +27,11 @@ def not_found(request, exception=None):
 
 
 def home(request):
-    return render(request, "marketplace/home.html")
+    return render(
+        request,
+        "marketplace/home.html",
+        {"privacy_min_group_rows": settings.PRIVACY_MIN_GROUP_ROWS},
+    )
 
 
 def healthz(request):

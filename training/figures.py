@@ -24,12 +24,6 @@ HISTOGRAM_BINS = 10
 RARE_CLASS_LABEL = "(a class of fewer than {k} test rows)"
 
 
-def min_group_rows() -> int:
-    from django.conf import settings
-
-    return int(getattr(settings, "PRIVACY_MIN_GROUP_ROWS", 20))
-
-
 def _nice_step(span: float, bins: int) -> float:
     """A round bin width (1, 2 or 5 times a power of ten) of at least span / bins: edges that
     are round numbers, not values of rows."""
@@ -152,12 +146,12 @@ def run_figures(
     *,
     task: str,
     seed: int,
-    min_rows: int | None = None,
+    min_rows: int,
 ) -> dict:
     """The report's figures for a fitted pipeline and its test rows."""
     from training.catalog import CLASSIFICATION
 
-    k = min_group_rows() if min_rows is None else min_rows
+    k = min_rows
     figures: dict = {}
     if task == CLASSIFICATION:
         classes = list(pipeline.classes_)

@@ -201,7 +201,9 @@ def fit_and_score(
             "mae": float(mean_absolute_error(y_test, predicted)),
             "rmse": float(np.sqrt(np.mean((np.asarray(y_test) - predicted) ** 2))),
         }
-    figures = run_figures(pipeline, x_test, y_test, predicted, task=task, seed=seed)
+    figures = run_figures(
+        pipeline, x_test, y_test, predicted, task=task, seed=seed, min_rows=min_group_rows
+    )
     audit = privacy.membership_inference_auc(
         pipeline, x_train, y_train, x_test, y_test, task=task, seed=seed
     )

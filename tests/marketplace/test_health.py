@@ -81,7 +81,7 @@ def test_status_page_renders_and_marks_the_down_part(client, settings, whole_sta
     assert "Traceback" not in html
 
 
-def test_home_page_says_what_the_marketplace_is(client, db):
+def test_home_page_says_what_the_marketplace_is(client, db, settings):
     response = client.get("/")
 
     assert response.status_code == 200
@@ -89,6 +89,11 @@ def test_home_page_says_what_the_marketplace_is(client, db):
     assert "Browse datasets" in html
     for label in ("Datasets", "Commission a model", "Earnings", "Sign in"):
         assert label in html
+    # It says what leaves the workers, with the threshold the workers apply.
+    text = " ".join(html.split())
+    assert "What leaves the workers" in text
+    assert f"figures over at least {settings.PRIVACY_MIN_GROUP_ROWS} rows" in text
+    assert "can still memorise" in text
 
 
 def test_health_publishes_no_node_address_or_credential(client, settings, whole_stack):
