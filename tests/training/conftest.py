@@ -38,12 +38,13 @@ def list_frame(
     return list_file(path, account=account, title=title, price_wei=price_wei)
 
 
-def list_file(path, *, account: int, title: str, price_wei: int) -> Dataset:
-    """List a file in-process through the real pipeline, signed by the dev account's key."""
+def list_file(path, *, account: int, title: str, price_wei: int, **terms) -> Dataset:
+    """List a file in-process through the real pipeline, signed by the dev account's key;
+    `terms` are the owner's further listing terms (e.g. dp_epsilon_max, feature_opt_in)."""
     owner = user_for(account)
     dataset = dataset_create(
         owner=owner, upload=path, original_filename=path.name, title=title,
-        license="CC-BY-4.0", price_wei=price_wei, enqueue=False,
+        license="CC-BY-4.0", price_wei=price_wei, enqueue=False, **terms,
     )  # fmt: skip
     dataset_process(dataset_id=dataset.pk)
     dataset.refresh_from_db()

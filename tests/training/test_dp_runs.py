@@ -5,21 +5,12 @@ trains privately and reports the mechanism, ε and the membership-inference AUC.
 import json
 
 import pytest
-from eth_account import Account
 from sklearn.datasets import load_breast_cancer
 
-from chain.wrappers import DatasetRegistry
 from datasets.models import Dataset
-from datasets.selectors import listing_terms
-from datasets.services import (
-    dataset_create,
-    dataset_process,
-    dataset_register,
-    dataset_signature_submit,
-)
 from marketplace.ipfs import iter_cat
-from tests.datasets.factories import DEV_KEYS, user_for
-from tests.training.conftest import pay_and_index, shards, wait_for_run
+from tests.datasets.factories import user_for
+from tests.training.conftest import list_file, pay_and_index, shards, wait_for_run
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -43,21 +34,9 @@ def private_dataset(contracts, ipfs_node, tmp_path):
     frame.columns = [c.replace(" ", "_") for c in frame.columns]
     path = tmp_path / "private.csv"
     shards(frame, 3, seed=9)[2].to_csv(path, index=False)
-    owner = user_for(3)
-    dataset = dataset_create(
-        owner=owner, upload=path, original_filename=path.name, title="Cancer private",
-        license="CC-BY-4.0", price_wei=10**16, dp_epsilon_max=0.5, enqueue=False,
-    )  # fmt: skip
-    dataset_process(dataset_id=dataset.pk)
-    dataset.refresh_from_db()
-    typed = DatasetRegistry.deployed().listing_typed_data(listing_terms(dataset))
-    signature = Account.sign_typed_data(DEV_KEYS[3], full_message=typed).signature
-    dataset_signature_submit(
-        dataset_id=dataset.pk, user=owner, signature="0x" + signature.hex(), enqueue=False
+    dataset = list_file(
+        path, account=3, title="Cancer private", price_wei=10**16, dp_epsilon_max=0.5
     )
-    dataset_register(dataset_id=dataset.pk)
-    dataset.refresh_from_db()
-    assert dataset.status == Dataset.Status.LISTED, dataset.status_message
     return dataset
 
 
