@@ -33,6 +33,24 @@ class ListedColumns:
     opted_in: frozenset[str]
 
 
+def listed_columns(dataset) -> ListedColumns:
+    """What a dataset's listing says about its columns."""
+    return ListedColumns(
+        title=dataset.title,
+        warnings=dataset.quality_warnings,
+        opted_in=frozenset(dataset.feature_opt_in),
+    )
+
+
+def flagged_columns(listing: ListedColumns) -> dict[str, str]:
+    """Column -> why, for the columns the listing flagged and its owner did not opt in."""
+    return {
+        warning["column"]: f"{FLAGGED[warning['code']]} ({listing.title})"
+        for warning in listing.warnings
+        if warning.get("code") in FLAGGED and warning.get("column") not in listing.opted_in
+    }
+
+
 def excluded_columns(
     frame: pd.DataFrame, *, target: str, listings: list[ListedColumns]
 ) -> list[dict]:
@@ -41,11 +59,9 @@ def excluded_columns(
     distinct (unless every listing opted them in)."""
     excluded: dict[str, str] = {}
     for listing in listings:
-        for warning in listing.warnings:
-            column, code = warning.get("column"), warning.get("code")
-            if code in FLAGGED and column in frame.columns and column != target:
-                if column not in listing.opted_in:
-                    excluded.setdefault(column, f"{FLAGGED[code]} ({listing.title})")
+        for column, reason in flagged_columns(listing).items():
+            if column in frame.columns and column != target:
+                excluded.setdefault(column, reason)
     opted_in_by_all = frozenset.intersection(*(lst.opted_in for lst in listings))
     for column in frame.columns:
         if column == target or column in excluded or column in opted_in_by_all:

@@ -203,16 +203,9 @@ def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
 def _without_identifying_columns(run: TrainingRun, inputs, combined):
     """The combined rows without the columns that identify people or rows (unless every owner
     who listed them opted them in), and which were left out and why."""
-    from training.features import ListedColumns, excluded_columns
+    from training.features import excluded_columns, listed_columns
 
-    listings = [
-        ListedColumns(
-            title=e.dataset.title,
-            warnings=e.dataset.quality_warnings,
-            opted_in=frozenset(e.dataset.feature_opt_in),
-        )
-        for e in inputs
-    ]
+    listings = [listed_columns(e.dataset) for e in inputs]
     excluded = excluded_columns(combined, target=run.target_column, listings=listings)
     combined = combined.drop(columns=[x["column"] for x in excluded])
     if combined.shape[1] < 2:

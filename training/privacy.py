@@ -5,9 +5,9 @@ catalogue of DP versions only: scikit-learn and diffprivlib load when a model is
 
 What the DP guarantee covers: the estimator's fit on the preprocessed rows. Features are
 standardised and then clipped to [-FEATURE_CLIP, FEATURE_CLIP] by the mechanism itself, so its
-bounds are public constants; classes and the regression target's range come from the listings'
-published statistics, never from the training rows. The preprocessing (medians, scaling, the
-one-hot categories) is fitted as usual and is not differentially private."""
+bounds are public constants; classes come from the listings' published statistics, never from
+the training rows. Regression has no DP version (see DP_VERSIONS). The preprocessing (medians,
+scaling, the one-hot categories) is fitted as usual and is not differentially private."""
 
 from __future__ import annotations
 

@@ -102,20 +102,16 @@ def _infer_task(datasets: list[Dataset], target: str, family: str) -> str:
 def _check_target_is_not_identifying(datasets: list[Dataset], target_column: str) -> None:
     """A model stores its target's classes: a column that identifies people or rows is no
     target, unless its owner opted it in as a feature."""
-    from training.features import FLAGGED
+    from training.features import flagged_columns, listed_columns
 
     for dataset in datasets:
-        for warning in dataset.quality_warnings:
-            if (
-                warning.get("column") == target_column
-                and warning.get("code") in FLAGGED
-                and target_column not in dataset.feature_opt_in
-            ):
-                raise refuse(
-                    f"{target_column!r} was {FLAGGED[warning['code']]} ({dataset.title}): a model "
-                    "may not learn to predict it, unless its owner lets models use it.",
-                    "identifying_target",
-                )
+        reason = flagged_columns(listed_columns(dataset)).get(target_column)
+        if reason:
+            raise refuse(
+                f"{target_column!r} was {reason}: a model may not learn to predict it, unless "
+                "its owner lets models use it.",
+                "identifying_target",
+            )
 
 
 def dp_requirement(datasets: list[Dataset]) -> tuple[float, list[Dataset]] | None:
