@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -78,11 +79,16 @@ def plaintext_path(*, size: int, beside: Path, suffix: str) -> Path:
     """A new private file for decrypted bytes: in memory (a memory-backed folder) when they fit
     under settings.DATASET_DECRYPT_IN_MEMORY_MAX_BYTES, else in `beside`. Named after this
     process, so that what a killed worker left is found and removed (remove_orphan_plaintexts)."""
-    fits = size <= settings.DATASET_DECRYPT_IN_MEMORY_MAX_BYTES
-    folder = MEMORY_DIR if fits and MEMORY_DIR.is_dir() else beside
+    fits = size <= settings.DATASET_DECRYPT_IN_MEMORY_MAX_BYTES and _memory_has_room(size)
+    folder = MEMORY_DIR if fits else beside
     handle, name = tempfile.mkstemp(prefix=f"plain-{os.getpid()}-", suffix=suffix, dir=folder)
     os.close(handle)
     return Path(name)
+
+
+def _memory_has_room(size: int) -> bool:
+    """A memory-backed folder may be small (a container's /dev/shm is often 64 MiB)."""
+    return MEMORY_DIR.is_dir() and shutil.disk_usage(MEMORY_DIR).free >= 2 * size
 
 
 def remove_orphan_plaintexts() -> list[Path]:

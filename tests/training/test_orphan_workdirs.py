@@ -75,3 +75,16 @@ def test_decrypted_rows_that_fit_stay_in_memory(settings, tmp_path):
     finally:
         small.unlink()
         large.unlink()
+
+
+def test_decrypted_rows_go_to_disk_when_memory_has_no_room(settings, tmp_path):
+    import shutil
+
+    settings.DATASET_DECRYPT_IN_MEMORY_MAX_BYTES = 10**15
+    room = shutil.disk_usage(MEMORY_DIR).free
+
+    path = plaintext_path(size=room, beside=tmp_path, suffix=".plain")
+    try:
+        assert path.parent == tmp_path
+    finally:
+        path.unlink()
