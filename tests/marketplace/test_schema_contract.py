@@ -4,6 +4,7 @@ as a signed-in user, with every check. Any answer the schema does not promise fa
 
 from __future__ import annotations
 
+import gc
 import json
 from pathlib import Path
 
@@ -152,13 +153,15 @@ def signed_in(contracts, ipfs_node, settings):
 
 @pytest.fixture(autouse=True)
 def _remove_uploads():
-    """Uploads the run lists stay on disk for a worker that never runs: remove them after
-    (the refused ones' temporary files remove themselves)."""
+    """Uploads the run lists stay on disk for a worker that never runs: remove them after. A
+    refused upload's temporary file is removed when its request is closed, which a WSGI server
+    does and Schemathesis' WSGI client leaves to the garbage collector: collect now."""
     directory = Path(settings.DATASET_UPLOAD_DIR)
     before = set(directory.glob("dataset-*"))
     yield
     for path in set(directory.glob("dataset-*")) - before:
         path.unlink(missing_ok=True)
+    gc.collect()
 
 
 @pytest.mark.django_db
