@@ -4,7 +4,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 
-.PHONY: up test deps lint contracts chromium clean-data
+.PHONY: up test deps bench-deps lint contracts chromium clean-data
 
 up: deps
 	@$(PY) -m marketplace.devstack ensure-redis
@@ -26,6 +26,11 @@ $(VENV)/.installed: requirements.txt requirements-dev.txt
 node_modules/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund
 	@touch $@
+
+# The independent baselines bench/valuation.py compares with (benchmarks only).
+bench-deps: deps
+	$(PY) -m pip install --quiet --no-deps pydvl==0.10.0
+	$(PY) -m pip install --quiet -r requirements-bench.txt
 
 chromium:
 	@command -v chromium >/dev/null || $(SUDO) apt-get install -y chromium
