@@ -17,6 +17,7 @@ from marketplace.api import (
     SIGNED_IN,
     TX_HASH,
     TX_HASH_REFUSAL,
+    JsonBooleanField,
     JsonNumberField,
     TextField,
     WholeNumberField,
@@ -89,6 +90,12 @@ def _run_input_schema() -> dict:
             "description": "Train with differential privacy at this epsilon (null: without). "
             "Required, at most the smallest dp_epsilon_max, when a dataset sets one.",
         },
+        "curate": {
+            "type": "boolean",
+            "default": False,
+            "description": "Leave the training rows the valuation finds harmful (e.g. wrong "
+            "labels) out of the final fit; they earn nothing. Not with dp_epsilon.",
+        },
     }
     variants = [
         {
@@ -140,6 +147,7 @@ QuoteOut = inline_serializer(
         ),
         "compute_fee_wei": serializers.CharField(),
         "dp_epsilon": serializers.FloatField(allow_null=True),
+        "curate": serializers.BooleanField(),
         "escrow": EscrowOut,
     },
 )
@@ -168,6 +176,7 @@ class TrainingRunListApi(APIView):
             refusal=(f"Epsilon must be a number from {DP_EPSILON_MIN} to {DP_EPSILON_MAX:g}.",
                      "bad_dp_epsilon"),
         )  # fmt: skip
+        curate = JsonBooleanField(required=False, default=False)
 
     @extend_schema(
         request={"application/json": _run_input_schema()},
@@ -194,6 +203,7 @@ class TrainingRunListApi(APIView):
                 ],
                 "compute_fee_wei": str(run.compute_fee_wei),
                 "dp_epsilon": run.dp_epsilon,
+                "curate": run.curate,
                 "escrow": services.training_run_escrow_request(run),
             },
             status=status.HTTP_201_CREATED,

@@ -91,7 +91,8 @@ def _entries(earnings: list[Earning], payee: str) -> list[dict]:
         if parts and sum(int(p.amount_wei or 0) for p in parts) == earning.amount_wei:
             entries.extend(
                 {**common, "dataset_id": p.dataset_id, "dataset_title": p.dataset.title,
-                 "amount_wei": str(p.amount_wei)}
+                 "amount_wei": str(p.amount_wei), "excluded_rows": p.excluded_rows or 0,
+                 "uncredited_rows": p.uncredited_rows or 0}
                 for p in parts
             )  # fmt: skip
         else:
@@ -101,6 +102,8 @@ def _entries(earnings: list[Earning], payee: str) -> list[dict]:
                     "dataset_id": None,
                     "dataset_title": "",
                     "amount_wei": str(earning.amount_wei),
+                    "excluded_rows": 0,
+                    "uncredited_rows": 0,
                 }
             )
     return entries

@@ -3,6 +3,7 @@ and the figures the run page plots. No I/O here: the run's pipeline feeds it dec
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -28,7 +29,7 @@ from sklearn.model_selection import train_test_split
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from training import catalog, privacy
+from training import catalog, privacy, valuation
 from training import features as privacy_features
 from training.catalog import (  # noqa: F401 - re-exported for callers of the ML module
     CLASSIFICATION,
@@ -49,7 +50,8 @@ def infer_task(target: pd.Series) -> str:
     return REGRESSION
 
 
-def _estimator(task: str, model: str, seed: int, min_leaf_rows: int):
+def estimator(task: str, model: str, seed: int, min_leaf_rows: int = 1):
+    """The run's unfitted estimator."""
     # Every leaf summarises at least min_leaf_rows distinct rows (bootstrap copies of a row count
     # once: scikit-learn's trees count the rows with a non-zero weight).
     leaf = {"min_samples_leaf": min_leaf_rows}
@@ -110,7 +112,7 @@ def build_pipeline(
         verbose_feature_names_out=False,
     )
     return Pipeline(
-        [("preprocess", preprocess), ("model", _estimator(task, model, seed, min_leaf_rows))]
+        [("preprocess", preprocess), ("model", estimator(task, model, seed, min_leaf_rows))]
     )
 
 
@@ -130,6 +132,7 @@ class FitResult:
     folded_categories: dict[str, int] = field(default_factory=dict)
     dropped_classes: int = 0
     privacy: dict = field(default_factory=dict)  # the DP mechanism (or None) and the audit
+    valuation: valuation.Valuation | None = None
 
 
 def split(frame: pd.DataFrame, target: str, task: str, test_fraction: float, seed: int):
@@ -137,6 +140,27 @@ def split(frame: pd.DataFrame, target: str, task: str, test_fraction: float, see
     return train_test_split(
         frame.index.to_numpy(), test_size=test_fraction, random_state=seed, stratify=stratify
     )
+
+
+def _fit(pipeline, x_train, y_train, *, task: str, model: str, dp):
+    """Fit in place; the DP mechanism's description (None without DP)."""
+    if dp is None:
+        pipeline.fit(x_train, y_train)
+        return None
+    return privacy.fit_private(pipeline, x_train, y_train, task=task, model=model, dp=dp)
+
+
+def _curated(excluded: np.ndarray, y_train: pd.Series, task: str, min_rows: int) -> np.ndarray:
+    """Curation never takes a class below `min_rows` training rows (nor away): its rows stay."""
+    if task != CLASSIFICATION:
+        return excluded if (~excluded).sum() >= max(min_rows, 2) else excluded & False
+    labels = y_train.to_numpy()
+    kept = excluded.copy()
+    for label in np.unique(labels):
+        of_class = labels == label
+        if (of_class & ~excluded).sum() < max(min_rows, 1):
+            kept[of_class] = False
+    return kept
 
 
 def fit_and_score(
@@ -150,10 +174,21 @@ def fit_and_score(
     min_group_rows: int = 1,
     min_leaf_rows: int = 1,
     dp: privacy.DPRequest | None = None,
+    owners: np.ndarray | None = None,
+    credited: np.ndarray | None = None,
+    curate: bool = False,
+    on_valuing: Callable[[], None] = lambda: None,
 ) -> FitResult:
     """Fit and score; no category, class or leaf of the model stands for fewer training rows
     than `min_group_rows` / `min_leaf_rows`. `rows`, `train_index` and `test_index` of the
-    result are positions in `frame`."""
+    result are positions in `frame`.
+
+    With `owners` (the dataset of each row of `frame`), the training rows are valued
+    (`training.valuation`) and each dataset's contribution is in `result.valuation`; rows whose
+    `credited` is False are credited to another dataset. With `curate`, the rows the valuation
+    finds harmful are left out of the model the buyer gets (it is fitted again without them)."""
+    if curate and owners is None:
+        raise ValueError("curation needs the valuation: pass the rows' owners")
     frame = frame.reset_index(drop=True).dropna(subset=[target])
     dropped_classes = 0
     if task == CLASSIFICATION:
@@ -169,11 +204,38 @@ def fit_and_score(
     )
     y_train, y_test = frame[target].iloc[train_index], frame[target].iloc[test_index]
     pipeline = build_pipeline(features, task, model, seed, min_leaf_rows=min_leaf_rows)
-    if dp is None:
-        pipeline.fit(x_train, y_train)
-        described = None
-    else:
-        described = privacy.fit_private(pipeline, x_train, y_train, task=task, model=model, dp=dp)
+    described = _fit(pipeline, x_train, y_train, task=task, model=model, dp=dp)
+
+    valued = None
+    if owners is not None:
+        train_owners = np.asarray(owners)[rows][train_index]
+        train_credited = None if credited is None else np.asarray(credited)[rows][train_index]
+        on_valuing()
+        row_values = valuation.row_values(
+            model=model, task=task, x=pipeline.named_steps["preprocess"].transform(x_train),
+            y=y_train.to_numpy(), seed=seed, fitted=pipeline.named_steps["model"],
+            min_leaf_rows=min_leaf_rows,
+        )  # fmt: skip
+        excluded = None
+        if curate:
+            excluded = _curated(valuation.harmful(row_values), y_train, task, min_group_rows)
+            if excluded.any():
+                x_train, y_train = x_train[~excluded], y_train[~excluded]
+                train_index = train_index[~excluded]
+                pipeline = build_pipeline(features, task, model, seed, min_leaf_rows=min_leaf_rows)
+                described = _fit(pipeline, x_train, y_train, task=task, model=model, dp=dp)
+        valued = valuation.Valuation(
+            method=row_values.method,
+            params=row_values.params,
+            rows_valued=len(train_owners),
+            contributions=valuation.dataset_contributions(
+                row_values, owners=train_owners, credited=train_credited, excluded=excluded
+            ),
+            excluded_rows=valuation.counts_by_dataset(train_owners, excluded),
+            uncredited_rows=valuation.counts_by_dataset(
+                train_owners, None if train_credited is None else ~train_credited
+            ),
+        )
     predicted = pipeline.predict(x_test)
     if task == CLASSIFICATION:
         proba = pipeline.predict_proba(x_test)
@@ -212,4 +274,5 @@ def fit_and_score(
         rows=rows, x_train=x_train, x_test=x_test,
         folded_categories=folded, dropped_classes=dropped_classes,
         privacy={"differential_privacy": described, "membership_inference_auc": audit},
+        valuation=valued,
     )  # fmt: skip

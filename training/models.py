@@ -56,6 +56,8 @@ class TrainingRun(models.Model):
     seed = models.PositiveIntegerField(default=0)
     # Differential privacy's budget for the fit (None: a plain fit).
     dp_epsilon = models.FloatField(null=True, blank=True)
+    # Leave the rows the valuation finds harmful out of the final fit.
+    curate = models.BooleanField(default=False)
 
     # The quote the buyer saw; the escrow prices the job itself at funding.
     price_wei = WeiField()
@@ -113,6 +115,9 @@ class TrainingRunDataset(models.Model):
     price_wei = WeiField()
     contribution = models.FloatField(null=True, blank=True)
     amount_wei = WeiField(null=True, blank=True)
+    # Training rows curation left out, and rows credited to an earlier listing (counts only).
+    excluded_rows = models.PositiveIntegerField(null=True, blank=True)
+    uncredited_rows = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         ordering = ["run", "position"]

@@ -81,3 +81,42 @@ def payees_and_amounts(payouts: list[Payout]) -> tuple[list[str], list[int]]:
     for payout in payouts:
         totals[payout.owner] = totals.get(payout.owner, 0) + payout.amount_wei
     return list(totals), list(totals.values())
+
+
+@dataclass(frozen=True)
+class PayoutParts:
+    """A dataset's payout split into its two halves, as fractions of each half and in wei (before
+    the final rounding, which moves at most one wei)."""
+
+    price_share: Fraction
+    price_part_wei: Fraction
+    contribution_share: Fraction
+    contribution_part_wei: Fraction
+    contributed: bool  # False: no positive contribution (its contribution half follows prices)
+
+
+def payout_parts(
+    *, distributable_wei: int, datasets: list[tuple[int, str, int]], contributions: dict
+) -> dict[int, PayoutParts]:
+    """Why each dataset was paid what it was: the rule of `payouts_for`, part by part."""
+    prices = [Fraction(price) for _, _, price in datasets]
+    if sum(prices) == 0:
+        prices = [Fraction(1)] * len(datasets)
+    positive = [
+        Fraction(max(contributions.get(dataset_id, 0.0) or 0.0, 0.0))
+        for dataset_id, _, _ in datasets
+    ]
+    half = Fraction(distributable_wei) * BASE_SHARE
+    by_contribution = sum(positive) > 0
+    weights = positive if by_contribution else prices
+    parts = {}
+    for (dataset_id, _, _), price, weight in zip(datasets, prices, weights, strict=True):
+        price_share, weight_share = price / sum(prices), weight / sum(weights)
+        parts[dataset_id] = PayoutParts(
+            price_share=price_share,
+            price_part_wei=half * price_share,
+            contribution_share=weight_share,
+            contribution_part_wei=(Fraction(distributable_wei) - half) * weight_share,
+            contributed=by_contribution and weight > 0,
+        )
+    return parts

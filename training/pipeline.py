@@ -141,7 +141,7 @@ def _combine(run: TrainingRun, frames: list):
 def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
     """Everything up to the settlement; the decrypted rows live in a private folder that is
     removed when this returns or raises."""
-    from training import ml, privacy, valuation  # scikit-learn: loaded by the trainers only
+    from training import ml, privacy  # scikit-learn: loaded by the trainers only
 
     registry = DatasetRegistry.deployed()
     inputs = list(run.inputs.select_related("dataset").order_by("position"))
@@ -173,31 +173,34 @@ def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
                 test_fraction=run.test_fraction, seed=run.seed, dp=dp,
                 min_group_rows=settings.PRIVACY_MIN_GROUP_ROWS,
                 min_leaf_rows=settings.PRIVACY_MIN_LEAF_ROWS,
+                owners=owners, credited=_credited(combined, owners), curate=run.curate,
+                on_valuing=lambda: on_stage(Stage.VALUING, None),
             )  # fmt: skip
         except ValueError as exc:
             raise RunFailed(f"The model could not be trained on this data: {exc}") from exc
-
-        on_stage(Stage.VALUING, None)
-        preprocess = result.pipeline.named_steps["preprocess"]
-        target = combined[run.target_column].to_numpy()[result.rows]
-        owners = owners[result.rows]
-        values = valuation.value_datasets(
-            train_x=preprocess.transform(result.x_train),
-            train_y=target[result.train_index],
-            train_dataset=owners[result.train_index],
-            test_x=preprocess.transform(result.x_test),
-            test_y=target[result.test_index],
-            task=run.task,
-            seed=run.seed,
-        )
         payouts = payouts_for(
             distributable_wei=int(run.funded_value_wei) - int(run.fee_wei),
             datasets=[(e.listing_id, e.owner_address, int(e.price_wei)) for e in inputs],
-            contributions=values.contributions,
+            contributions=result.valuation.contributions,
         )
 
         on_stage(Stage.PACKAGING, None)
-        return _package(run, inputs, result, values, payouts, excluded, workdir)
+        return _package(run, inputs, result, payouts, excluded, workdir)
+
+
+def _credited(combined, owners):
+    """Whether each row is credited to its own dataset: a row that is also in an earlier listing
+    of the run (a lower listing id) is credited to that listing only."""
+    from training.valuation import credited_to_earliest
+
+    return credited_to_earliest(row_keys(combined), owners)
+
+
+def row_keys(frame):
+    """One key per row, equal for equal rows."""
+    import pandas as pd
+
+    return pd.util.hash_pandas_object(frame, index=False).to_numpy()
 
 
 def _without_identifying_columns(run: TrainingRun, inputs, combined):
@@ -216,11 +219,12 @@ def _without_identifying_columns(run: TrainingRun, inputs, combined):
     return combined, excluded
 
 
-def _package(run, inputs, result, values, payouts, excluded, workdir: Path) -> Packaged:
+def _package(run, inputs, result, payouts, excluded, workdir: Path) -> Packaged:
     from marketplace.crypto import encrypt_stream, new_data_key, wrap_data_key
     from marketplace.ipfs import normalize_cid, pin_file, raw_cid_for_sha256
-    from training import artifacts
+    from training import artifacts, valuation
 
+    values = result.valuation
     model_bytes = artifacts.model_to_bytes(result.pipeline)
     by_listing = {p.dataset_id: p for p in payouts}
     report = {
@@ -249,11 +253,17 @@ def _package(run, inputs, result, values, payouts, excluded, workdir: Path) -> P
         ),
         "valuation": {
             "method": values.method,
-            "k": values.k,
+            "parameters": values.params,
             "seed": run.seed,
-            "train_rows_used": values.train_rows_used,
-            "test_rows_used": values.test_rows_used,
+            "rows_valued": values.rows_valued,
+            "description": valuation.DESCRIPTION,
+            "curate": run.curate,
+            "curation_rule": valuation.CURATION_RULE,
+            "benchmark": valuation.BENCHMARK,
             "payout_rule": "half by price, half by positive contribution (training/payouts.py)",
+        },
+        "excluded_rows": {
+            str(e.dataset_id): values.excluded_rows.get(e.listing_id, 0) for e in inputs
         },
         "datasets": [
             {
@@ -264,6 +274,8 @@ def _package(run, inputs, result, values, payouts, excluded, workdir: Path) -> P
                 "content_sha256": e.dataset.content_sha256,
                 "contribution": round(by_listing[e.listing_id].contribution, 8),
                 "amount_wei": str(by_listing[e.listing_id].amount_wei),
+                "excluded_rows": values.excluded_rows.get(e.listing_id, 0),
+                "uncredited_rows": values.uncredited_rows.get(e.listing_id, 0),
             }
             for e in inputs
         ],

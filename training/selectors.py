@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 
 from marketplace.errors import ApplicationError
 from marketplace.models import User
+from marketplace.money import wei_to_eth
 from training.models import TrainingRun
 from training.services import STAGES
 
@@ -37,9 +38,67 @@ def run_for(user: User, run_id: int, *, buyer_only: bool = False) -> TrainingRun
     )  # fmt: skip
 
 
+def _rows(count: int) -> str:
+    return f"{count} of its row{'' if count == 1 else 's'}"
+
+
+def payout_sentences(run: TrainingRun, inputs: list) -> dict[int, str]:
+    """Per dataset (by listing id), the payout in a sentence its owner understands."""
+    from training.payouts import payout_parts
+
+    if run.funded_value_wei is None or any(e.amount_wei is None for e in inputs):
+        return {}
+    parts = payout_parts(
+        distributable_wei=int(run.funded_value_wei) - int(run.fee_wei or 0),
+        datasets=[(e.listing_id, e.owner_address, int(e.price_wei)) for e in inputs],
+        contributions={e.listing_id: e.contribution for e in inputs},
+    )
+    sentences = {}
+    for e in inputs:
+        part = parts[e.listing_id]
+        price = (
+            f"{wei_to_eth(int(part.price_part_wei))} ETH is its {part.price_share:.0%} of the "
+            "half split by price (its price's share of the datasets' prices)"
+        )
+        if part.contributed:
+            earned = wei_to_eth(int(part.contribution_part_wei))
+            merit = (
+                f"{earned} ETH its {part.contribution_share:.0%} of the half split by "
+                "contribution (its rows' share of what all the datasets' rows added to the "
+                "model's predictions on rows it had not seen)"
+            )
+        elif any(p.contributed for p in parts.values()):
+            merit = (
+                "nothing of the half split by contribution, because its rows did not improve the "
+                "model's predictions on rows it had not seen"
+            )
+        else:
+            merit = (
+                f"{wei_to_eth(int(part.contribution_part_wei))} ETH of the half meant for "
+                "contribution, which was split by price because no dataset's rows improved the "
+                "model's predictions"
+            )
+        sentence = (
+            f"“{e.dataset.title}” earned {wei_to_eth(int(e.amount_wei))} ETH: {price}, and {merit}."
+        )
+        if e.excluded_rows:
+            sentence += (
+                f" {_rows(e.excluded_rows).capitalize()} were left out of the model as harmful "
+                "(the buyer asked for curation) and earned nothing."
+            )
+        if e.uncredited_rows:
+            sentence += (
+                f" {_rows(e.uncredited_rows).capitalize()} are also in a dataset listed earlier "
+                "and were credited to that listing."
+            )
+        sentences[e.listing_id] = sentence
+    return sentences
+
+
 def run_detail(run: TrainingRun) -> dict:
     # .all() so that a prefetch of inputs__dataset (lists of runs) is used.
     inputs = sorted(run.inputs.all(), key=lambda entry: entry.position)
+    sentences = payout_sentences(run, inputs)
     return {
         "id": run.pk,
         "status": run.status,
@@ -62,6 +121,8 @@ def run_detail(run: TrainingRun) -> dict:
         "test_fraction": run.test_fraction,
         "seed": run.seed,
         "dp_epsilon": run.dp_epsilon,
+        "curate": run.curate,
+        "excluded_rows": run.report.get("excluded_rows"),
         "differential_privacy": run.report.get("differential_privacy"),
         "membership_inference_auc": run.report.get("membership_inference_auc"),
         "price_wei": str(run.price_wei),
@@ -80,6 +141,9 @@ def run_detail(run: TrainingRun) -> dict:
                 "price_wei": str(e.price_wei),
                 "contribution": e.contribution,
                 "amount_wei": None if e.amount_wei is None else str(e.amount_wei),
+                "excluded_rows": e.excluded_rows,
+                "uncredited_rows": e.uncredited_rows,
+                "payout_explanation": sentences.get(e.listing_id, ""),
             }
             for e in inputs
         ],

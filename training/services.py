@@ -170,6 +170,7 @@ def training_run_create(
     test_fraction: float | None = None,
     seed: int | None = None,
     dp_epsilon: float | None = None,
+    curate: bool = False,
 ) -> TrainingRun:
     """Validate a commission and quote it from the escrow; the buyer then pays from their wallet."""
     if not buyer.address:
@@ -226,6 +227,12 @@ def training_run_create(
             "bad_task",
         )
     _check_privacy(datasets, target_column, task, model, dp_epsilon)
+    if curate and dp_epsilon is not None:
+        raise refuse(
+            "Curation chooses which rows to train on by looking at every row, which differential "
+            "privacy's guarantee does not cover: choose one of curate and dp_epsilon.",
+            "curate_with_dp",
+        )
     if task == catalog.CLASSIFICATION:
         classes = _target_classes(datasets, target_column)
         if classes is not None:
@@ -254,6 +261,7 @@ def training_run_create(
         test_fraction=test_fraction,
         seed=secrets.randbelow(2**31) if seed is None else seed,
         dp_epsilon=dp_epsilon,
+        curate=curate,
         price_wei=quote.price_wei,
         compute_fee_wei=fees.compute_fee_wei,
     )
@@ -498,8 +506,9 @@ def training_run_artifacts_record(*, run_id: int, packaged: pipeline.Packaged) -
         return False
     for entry in packaged.report["datasets"]:
         TrainingRunDataset.objects.filter(run_id=run_id, listing_id=entry["listing_id"]).update(
-            contribution=entry["contribution"], amount_wei=int(entry["amount_wei"])
-        )
+            contribution=entry["contribution"], amount_wei=int(entry["amount_wei"]),
+            excluded_rows=entry["excluded_rows"], uncredited_rows=entry["uncredited_rows"],
+        )  # fmt: skip
     return True
 
 

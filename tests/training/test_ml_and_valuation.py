@@ -2,9 +2,9 @@ import numpy as np
 import pandas as pd
 import pytest
 from sklearn.datasets import load_breast_cancer, load_diabetes
+from sklearn.metrics import log_loss
 
 from training.ml import CLASSIFICATION, REGRESSION, fit_and_score, infer_task
-from training.valuation import value_datasets
 
 
 def shards(frame: pd.DataFrame, count: int, seed: int = 0) -> list[pd.DataFrame]:
@@ -71,43 +71,37 @@ def test_categorical_columns_and_missing_values_are_handled():
     assert result.figures["feature_importance"][0]["feature"] == "colour"
 
 
-def _valuation(frame, target, task, noisy_index, seed):
+def _valuation(frame, target, task, noisy_index, seed, model="random_forest"):
     parts = shards(frame, 3)
     rng = np.random.default_rng(99)
     parts[noisy_index][target] = rng.permutation(parts[noisy_index][target].to_numpy())
-    combined = pd.concat([p.assign(_dataset=i + 1) for i, p in enumerate(parts)], ignore_index=True)
+    combined = pd.concat(parts, ignore_index=True)
+    owners = np.concatenate([np.full(len(p), i + 1) for i, p in enumerate(parts)])
     result = fit_and_score(
-        combined.drop(columns="_dataset"), target=target, task=task, model="random_forest",
-        test_fraction=0.25, seed=seed,
+        combined, target=target, task=task, model=model, test_fraction=0.25, seed=seed,
+        min_leaf_rows=10, owners=owners,
     )  # fmt: skip
-    transform = result.pipeline.named_steps["preprocess"].transform
-    features = combined.drop(columns=[target, "_dataset"])
-    train, test = result.train_index, result.test_index
-    return value_datasets(
-        train_x=transform(features.iloc[train]),
-        train_y=combined[target].to_numpy()[train],
-        train_dataset=combined["_dataset"].to_numpy()[train],
-        test_x=transform(features.iloc[test]),
-        test_y=combined[target].to_numpy()[test],
-        task=task,
-        seed=seed,
-    )
+    return result.valuation
 
 
-def test_a_shard_with_shuffled_labels_contributes_least_in_classification():
+@pytest.mark.parametrize(
+    "model", ["random_forest", "hist_gradient_boosting", "logistic_regression"]
+)
+def test_a_shard_with_shuffled_labels_contributes_least_in_classification(model):
     frame = load_breast_cancer(as_frame=True).frame
 
-    valuation = _valuation(frame, "target", CLASSIFICATION, noisy_index=1, seed=3)
+    valuation = _valuation(frame, "target", CLASSIFICATION, noisy_index=1, seed=3, model=model)
 
     contributions = valuation.contributions
     assert min(contributions, key=contributions.get) == 2
     assert contributions[2] < 0.5 * min(contributions[1], contributions[3])
 
 
-def test_a_shard_with_shuffled_targets_contributes_least_in_regression():
+@pytest.mark.parametrize("model", ["random_forest", "ridge"])
+def test_a_shard_with_shuffled_targets_contributes_least_in_regression(model):
     frame = load_diabetes(as_frame=True).frame
 
-    valuation = _valuation(frame, "target", REGRESSION, noisy_index=0, seed=3)
+    valuation = _valuation(frame, "target", REGRESSION, noisy_index=0, seed=3, model=model)
 
     contributions = valuation.contributions
     assert min(contributions, key=contributions.get) == 1
@@ -120,3 +114,79 @@ def test_valuation_is_deterministic_for_a_seed():
     second = _valuation(frame, "target", CLASSIFICATION, noisy_index=0, seed=11)
 
     assert first.contributions == second.contributions
+
+
+def _flipped(frame: pd.DataFrame, rows: np.ndarray, target: str = "target") -> pd.DataFrame:
+    frame = frame.copy()
+    frame.loc[rows, target] = 1 - frame.loc[rows, target]
+    return frame
+
+
+@pytest.mark.parametrize("model", ["random_forest", "hist_gradient_boosting"])
+def test_curation_leaves_the_flipped_rows_out_and_they_earn_nothing(model):
+    source = load_breast_cancer(as_frame=True).frame
+    owners = np.where(np.arange(len(source)) < 380, 1, 2)
+    rng = np.random.default_rng(5)
+    flipped = rng.choice(np.flatnonzero(owners == 2), size=60, replace=False)
+    frame = _flipped(source, flipped)
+
+    plain = fit_and_score(
+        frame, target="target", task=CLASSIFICATION, model=model, test_fraction=0.25, seed=2,
+        min_leaf_rows=10, owners=owners,
+    )  # fmt: skip
+    curated = fit_and_score(
+        frame, target="target", task=CLASSIFICATION, model=model, test_fraction=0.25, seed=2,
+        min_leaf_rows=10, owners=owners, curate=True,
+    )  # fmt: skip
+
+    assert plain.valuation.excluded_rows == {1: 0, 2: 0}
+    trained_flipped = set(flipped) & set(plain.train_index)
+    left_out = set(plain.train_index) - set(curated.train_index)
+    # Most flipped training rows are left out, and few of the rows left out are clean.
+    assert len(left_out & trained_flipped) >= 0.8 * len(trained_flipped)
+    assert len(left_out - trained_flipped) <= 0.1 * len(plain.train_index)
+    assert sum(curated.valuation.excluded_rows.values()) == len(left_out)
+    assert curated.valuation.excluded_rows[2] >= 0.8 * len(trained_flipped)
+    # Left-out rows no longer pull the noisy dataset's contribution down.
+    assert curated.valuation.contributions[2] > plain.valuation.contributions[2]
+    # The model the buyer gets predicts the true labels of the test rows with more confidence.
+    test = plain.test_index
+    truth = source["target"].iloc[test]
+    features = source.drop(columns="target").iloc[test]
+    assert log_loss(truth, curated.pipeline.predict_proba(features)) < log_loss(
+        truth, plain.pipeline.predict_proba(features)
+    )
+
+
+def test_a_row_in_two_datasets_is_credited_to_the_earliest_listing_only():
+    from training.valuation import credited_to_earliest
+
+    source = load_breast_cancer(as_frame=True).frame
+    first, second = source.iloc[:300], source.iloc[300:]
+    copied = first.iloc[:150]  # a later listing that copied half of the first one's rows
+    combined = pd.concat([second, copied, first], ignore_index=True)
+    # Listing ids: the first listing is 3, the copier 9, the other 5.
+    owners = np.concatenate(
+        [np.full(len(second), 5), np.full(len(copied), 9), np.full(len(first), 3)]
+    )
+    credited = credited_to_earliest(
+        pd.util.hash_pandas_object(combined, index=False).to_numpy(), owners
+    )
+    assert not credited[owners == 9].any()
+    assert credited[owners != 9].all()
+
+    result = fit_and_score(
+        combined, target="target", task=CLASSIFICATION, model="random_forest",
+        test_fraction=0.25, seed=4, min_leaf_rows=10, owners=owners, credited=credited,
+    )  # fmt: skip
+    assert result.valuation.contributions[9] == 0
+    assert result.valuation.contributions[3] > 0 and result.valuation.contributions[5] > 0
+    assert result.valuation.uncredited_rows[9] == (owners[result.train_index] == 9).sum()
+
+
+def test_the_low_group_is_the_exact_two_means_split():
+    from training.valuation import low_group
+
+    values = np.array([0.9, 0.1, 0.85, 0.2, 0.95, 0.15, 0.8])
+    assert low_group(values).tolist() == [False, True, False, True, False, True, False]
+    assert not low_group(np.ones(5)).any()
