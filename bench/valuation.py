@@ -150,6 +150,21 @@ def by_index(result, n: int) -> np.ndarray:
     return values
 
 
+def split_errors(table: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The records of methods that ran, and those that failed (an `error` instead of results)."""
+    if "error" not in table.columns:
+        return table, table.iloc[:0]
+    failed = table["error"].notna()
+    return table[~failed], table[failed]
+
+
+def print_errors(errors: pd.DataFrame) -> None:
+    if errors.empty:
+        return
+    for (method, error), cells in errors.groupby(["method", "error"]):
+        print(f"  {method}: not run in {len(cells)} cell(s): {error}")
+
+
 # --- table 1: row level --------------------------------------------------------------------------
 
 
@@ -241,7 +256,7 @@ def row_level_cell(name: str, seed: int) -> list[dict]:
 
 def print_row_table(records: list[dict], seeds: int) -> None:
     table = pd.DataFrame(records)
-    ok = table[table.get("error", pd.Series(index=table.index, dtype=object)).isna()]
+    ok, errors = split_errors(table)
     methods = list(dict.fromkeys(table["method"]))
     print(
         f"Table 1, row level: {100 * ROW_NOISE:.0f} % of the training labels flipped, "
@@ -308,9 +323,7 @@ def print_row_table(records: list[dict], seeds: int) -> None:
         f"  Data-OOB: BaggingClassifier of {OOB_TREES} decision trees (its time includes the fit);"
         f" ours: the run's pipeline (min_leaf_rows={MIN_LEAF_ROWS}), time includes its fit."
     )
-    errors = table[table.get("error", pd.Series(index=table.index, dtype=object)).notna()]
-    for (method, error), _ in errors.groupby(["method", "error"]):
-        print(f"  {method}: not run: {error}")
+    print_errors(errors)
 
 
 # --- table 2: dataset level ----------------------------------------------------------------------
@@ -403,7 +416,8 @@ def dataset_level_trial(source: str, scenario: str, trial: int, lodo_seeds: int)
                 train_x=preprocess.transform(frame), train_y=y, train_dataset=owners,
                 test_x=preprocess.transform(test_frame), test_y=y_test,
                 task=CLASSIFICATION, seed=trial,
-            ).contributions  # fmt: skip
+            )  # fmt: skip
+            found = getattr(found, "contributions", found)  # a dict, or (earlier) a Valuation
             before = np.array([found.get(d, 0.0) for d in range(SHARDS)])
         # Ground truth: leave one dataset out, same model, averaged over model seeds.
         drops = np.zeros((lodo_seeds, SHARDS))
@@ -453,8 +467,7 @@ def dataset_level_trial(source: str, scenario: str, trial: int, lodo_seeds: int)
 
 def print_dataset_table(records: list[dict], trials: int, lodo_seeds: int) -> None:
     table = pd.DataFrame(records)
-    errors = table[table.get("error", pd.Series(index=table.index, dtype=object)).notna()]
-    ok = table.drop(errors.index)
+    ok, errors = split_errors(table)
     print(
         f"Table 2, dataset level: {SHARDS} disjoint shards, one corrupted per scenario, "
         f"{trials} trials each, {100 * TEST_FRACTION:.0f} % held out"
@@ -517,8 +530,7 @@ def print_dataset_table(records: list[dict], trials: int, lodo_seeds: int) -> No
         "ours: dataset_contributions of row_values, a row listed again by a later shard credited "
         "to the earliest listing only; ours before: value_datasets (KNN surrogate, subsampled)."
     )
-    for (method, error), _ in errors.groupby(["method", "error"]):
-        print(f"  {method}: not run: {error}")
+    print_errors(errors)
 
 
 def run_all(function, tasks, jobs: int) -> list[dict]:
