@@ -6,7 +6,8 @@
 Needs `make bench-deps` (pydvl 0.10.0). No Django, no network: scikit-learn's shipped datasets
 (breast cancer, wine, digits) and synthetic ones (make_classification) only. `--quick` is a smoke
 run (2 seeds, 2 trials, 1 LODO seed). Cells run in `--jobs` processes (one thread each); the
-default run takes about 15 minutes on 2 cores.
+default run needs about 18 CPU-minutes: 10 minutes on 2 idle cores, 19 on a busy machine (the
+cost is the LODO refits of table 2 and the cross-fitted 10-class boosting on digits).
 
 Table 1, row level (OpenDataVal's noisy-label detection protocol). Per dataset and seed: 25 % held
 out (stratified), 10 % of the training labels flipped to another class at random, every training
