@@ -3,6 +3,7 @@ and the figures the run page plots. No I/O here: the run's pipeline feeds it dec
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -211,11 +212,13 @@ def fit_and_score(
         train_owners = np.asarray(owners)[rows][train_index]
         train_credited = None if credited is None else np.asarray(credited)[rows][train_index]
         on_valuing()
+        valuing_started = time.perf_counter()
         row_values = valuation.row_values(
             model=model, task=task, x=pipeline.named_steps["preprocess"].transform(x_train),
             y=y_train.to_numpy(), seed=seed, fitted=pipeline.named_steps["model"],
             min_leaf_rows=min_leaf_rows,
         )  # fmt: skip
+        valuing_seconds = time.perf_counter() - valuing_started
         excluded = None
         if curate:
             excluded = _curated(valuation.harmful(row_values), y_train, task, min_group_rows)
@@ -235,6 +238,7 @@ def fit_and_score(
             uncredited_rows=valuation.counts_by_dataset(
                 train_owners, None if train_credited is None else ~train_credited
             ),
+            seconds=valuing_seconds,
         )
     predicted = pipeline.predict(x_test)
     if task == CLASSIFICATION:

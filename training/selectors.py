@@ -56,14 +56,15 @@ def payout_sentences(run: TrainingRun, inputs: list) -> dict[int, str]:
     sentences = {}
     for e in inputs:
         part = parts[e.listing_id]
+        by_price = wei_to_eth(int(part.price_part_wei))
         price = (
-            f"{wei_to_eth(int(part.price_part_wei))} ETH is its {part.price_share:.0%} of the "
-            "half split by price (its price's share of the datasets' prices)"
+            f"{by_price} ETH is its {float(part.price_share):.0%} of the half split by price "
+            "(its price's share of the datasets' prices)"
         )
         if part.contributed:
             earned = wei_to_eth(int(part.contribution_part_wei))
             merit = (
-                f"{earned} ETH its {part.contribution_share:.0%} of the half split by "
+                f"{earned} ETH its {float(part.contribution_share):.0%} of the half split by "
                 "contribution (its rows' share of what all the datasets' rows added to the "
                 "model's predictions on rows it had not seen)"
             )

@@ -11,7 +11,8 @@ Method (chosen by bench/valuation.py, whose figures are in the docstring's last 
     score on it. No extra fit: the valuation is the model's own out-of-bag estimate.
   - other models (gradient boosting, linear models): the same estimate by cross-fitting: the
     training rows in `CROSS_FIT_FOLDS` folds (the run's seed), a copy of the run's estimator (same
-    hyper-parameters) fitted on the other folds scores each fold.
+    hyper-parameters) fitted on the other folds (at most `CROSS_FIT_MAX_ROWS` of them, sampled
+    with the run's seed) scores each fold.
   The score is the probability the models give the row's own label minus the largest they give
   another label (classification: above 0 when its own label is predicted, -1 when another is
   predicted with certainty; Data-OOB's 0/1 accuracy made smooth), or minus the squared error in
@@ -39,6 +40,9 @@ import numpy as np
 
 METHOD = "data-oob"
 CROSS_FIT_FOLDS = 5
+# Each fold's model learns from at most this many rows of the other folds (a sample drawn with the
+# run's seed): the valuation's cost stays bounded on large runs while every row is still valued.
+CROSS_FIT_MAX_ROWS = 20_000
 DESCRIPTION = (
     "Each row is valued by how well models of the run's own kind, trained without it, predict "
     "it (Data-OOB on the run's forest; cross-fitted otherwise), minus an uninformed guess; a "
@@ -82,6 +86,7 @@ class Valuation:
     contributions: dict[int, float]  # dataset id -> contribution
     excluded_rows: dict[int, int]  # dataset id -> training rows curation left out
     uncredited_rows: dict[int, int]  # dataset id -> rows credited to an earlier listing
+    seconds: float = 0.0  # how long the row values took (a measurement: not in the report)
 
 
 # --- row values ----------------------------------------------------------------------------------
@@ -177,7 +182,10 @@ def _cross_fitted(estimator, x, y, task: str, scale: float, seed: int) -> np.nda
         )
     else:
         splitter = KFold(folds, shuffle=True, random_state=seed)
+    rng = np.random.default_rng(seed)
     for train, held in splitter.split(x, y if task == "classification" else None):
+        if len(train) > CROSS_FIT_MAX_ROWS:
+            train = np.sort(rng.choice(train, size=CROSS_FIT_MAX_ROWS, replace=False))
         model = clone(estimator).fit(x[train], y[train])
         if task == "classification":
             # A label absent from the other folds has probability 0.
@@ -217,7 +225,10 @@ def row_values(
         return RowValues(values, baseline, "data-oob", params, own, share)
     base = ml.estimator(task, model, seed, min_leaf_rows) if _is_private(fitted) else fitted
     values, own = _cross_fitted(clone(base), np.asarray(x), y, task, scale, seed)
-    params = {"folds": CROSS_FIT_FOLDS, "score": _score_name(task)}
+    params = {
+        "folds": CROSS_FIT_FOLDS, "max_rows_per_fold": CROSS_FIT_MAX_ROWS,
+        "score": _score_name(task),
+    }  # fmt: skip
     return RowValues(
         values, baseline, "cross-fitted out-of-fold", params,
         own if classification else None, share,

@@ -8,6 +8,7 @@ from chain.client import get_web3
 from chain.wrappers import TrainingEscrow
 from marketplace.money import wei_to_eth
 from tests.e2e.conftest import sign_in_with_dev_wallet
+from tests.training.conftest import wait_for_run, wallet_pay
 
 pytestmark = pytest.mark.e2e
 
@@ -70,3 +71,40 @@ def test_someone_who_never_listed_sees_the_empty_state(page, live_server, contra
 
     expect(page.get_by_text("No earnings yet.")).to_be_visible()
     expect(page.get_by_role("button", name="Withdraw")).to_be_disabled()
+
+
+@pytest.fixture
+def curated_run(buyer_api, cancer_datasets, celery_worker):
+    body = buyer_api.post(
+        "/api/training-runs",
+        {"dataset_ids": [d.pk for d in cancer_datasets], "target_column": "target",
+         "model": "random_forest", "seed": 1, "curate": True},
+        format="json",
+    ).json()  # fmt: skip
+    tx_hash = wallet_pay(body["escrow"])
+    buyer_api.post(f"/api/training-runs/{body['id']}/funding", {"tx_hash": tx_hash}, format="json")
+    run = wait_for_run(body["id"], "completed", "failed")
+    assert run.status == "completed", run.error
+    return run
+
+
+def test_an_owner_sees_how_many_of_their_rows_a_curated_run_left_out(
+    page, live_server, curated_run, cancer_datasets
+):
+    noisy = cancer_datasets[1]  # its labels are shuffled: many rows contradict the rest
+    left_out = curated_run.inputs.get(dataset=noisy).excluded_rows
+    assert left_out > 0
+
+    sign_in_with_dev_wallet(page, live_server.url, 2)
+    page.get_by_role("link", name="Earnings").click()
+
+    entry = (
+        page.get_by_test_id("entries")
+        .get_by_role("row")
+        .filter(has_text=f"{noisy.title} #{noisy.pk}")
+    )
+    expect(entry.get_by_test_id("entry-excluded-rows")).to_have_text(
+        f"{left_out} left out as harmful"
+    )
+    # Counts only: the page names no row.
+    expect(page.locator("body")).not_to_contain_text("mean_radius")

@@ -20,9 +20,11 @@ def test_buyer_commissions_pays_watches_and_downloads_a_model(
         page.get_by_role("checkbox", name=dataset.title).check()
     page.get_by_label("Target column (what the model predicts)").fill("target")
     page.get_by_label("Model", exact=True).select_option("random_forest")
+    page.get_by_label("Leave harmful rows out (curation)").check()
     page.get_by_role("button", name="Get the price").click()
 
     expect(page.locator("#quote")).to_be_visible()
+    expect(page.get_by_test_id("quote-curate")).to_contain_text("harmful are left out")
     quote = page.get_by_test_id("quote-table")
     for dataset in cancer_datasets:  # each row named by its dataset, priced in ETH
         row = quote.get_by_role("row").filter(has_text=f"{dataset.title} #{dataset.pk}")
@@ -54,6 +56,24 @@ def test_buyer_commissions_pays_watches_and_downloads_a_model(
         expect(paid).to_have_text(f"{wei_to_eth(entry.amount_wei)} ETH")
         expect(paid).to_have_attribute("title", f"{entry.amount_wei} wei")
     expect(page.locator("#lineage")).to_contain_text("Settlement transaction")
+
+    # Curation: per dataset, how many rows were left out (counts only) and why each was paid so.
+    expect(page.get_by_test_id("run-curate")).to_have_text("harmful rows left out of the model")
+    explanations = page.get_by_test_id("payout-explanations")
+    for entry in run.inputs.select_related("dataset"):
+        name = f"{entry.dataset.title} #{entry.dataset_id}"
+        row = contributions.get_by_role("row").filter(has_text=name)
+        expect(row.get_by_test_id("excluded-rows")).to_have_text(str(entry.excluded_rows))
+        sentence = explanations.get_by_role("listitem").filter(has_text=f"“{entry.dataset.title}”")
+        expect(sentence).to_contain_text(
+            f"“{entry.dataset.title}” earned {wei_to_eth(entry.amount_wei)} ETH: "
+        )
+        expect(sentence).to_contain_text("of the half split by price")
+    noisy = run.inputs.get(dataset=cancer_datasets[1])
+    assert noisy.excluded_rows > 0  # its shuffled labels: about half its training rows
+    expect(explanations.get_by_role("listitem").filter(has_text="Cancer noisy")).to_contain_text(
+        f"{noisy.excluded_rows} of its rows were left out of the model as harmful"
+    )
 
     with page.expect_download() as download_info:
         page.get_by_role("link", name="Download the model (skops)").click()

@@ -102,7 +102,7 @@ def test_only_the_buyer_downloads_the_model_and_contributors_read_the_report(
     assert stranger.get(f"/api/training-runs/{run.pk}/model").status_code == 403
     report = contributor.get(f"/api/training-runs/{run.pk}/report")
     assert report.status_code == 200
-    assert json.loads(report.content)["valuation"]["method"] == "knn-shapley"
+    assert json.loads(report.content)["valuation"]["method"] == "data-oob"
     # The download is the pinned report itself: it hashes to what the settlement recorded.
     assert "0x" + hashlib.sha256(report.content).hexdigest() == run.report_hash
     assert stranger.get(f"/api/training-runs/{run.pk}/report").status_code == 403
