@@ -48,10 +48,15 @@ DESCRIPTION = (
     "it (Data-OOB on the run's forest; cross-fitted otherwise), minus an uninformed guess; a "
     "dataset's contribution is the sum over its credited rows divided by the training rows."
 )
+# How clearly models trained without a row must predict another label for curation to leave it
+# out (bench/valuation.py: precision of the rows left out against flipped labels rises from 0.52
+# to 0.70 on the synthetic set at 0.2, with recall 0.94 -> 0.86).
+CURATION_MARGIN = 0.2
 CURATION_RULE = (
     "with curate, rows in the low group of a 1-D 2-means split of the row values that models "
-    "trained without them contradict (another label predicted; for regression, an error above "
-    "the uninformed guess's) are left out of the final fit (never a class's rows "
+    "trained without them contradict (another label predicted by a margin above 0.2 and their own "
+    "less likely than the class's share; for regression, an error above the uninformed guess's) "
+    "are left out of the final fit (never a class's rows "
     "below the privacy minimum); they earn nothing"
 )
 # What bench/valuation.py measured for this method (see the module docstring).
@@ -280,8 +285,9 @@ def harmful(values: RowValues) -> np.ndarray:
     data (models trained without the row predict another label, or predict its target worse
     than the uninformed guess)."""
     contradicted = values.margin < 0
-    if values.own is not None:  # another label predicted, its own less likely than a guess's
-        contradicted = (values.values < 0) & (values.own < values.own_share)
+    if values.own is not None:
+        # Another label predicted by a clear margin, and its own less likely than a guess's.
+        contradicted = (values.values < -CURATION_MARGIN) & (values.own < values.own_share)
     return low_group(values.values) & contradicted
 
 
