@@ -419,6 +419,7 @@ def _dataset_process(dataset: Dataset) -> None:
             )
             if moved:
                 MinHashBand.objects.bulk_create(processing.minhash_bands(dataset_id, profile))
+                processing.row_signatures_save(dataset_id, profile)
     except IntegrityError:
         # The same data reached `awaiting_signature` in another upload meanwhile.
         duplicate = processing.exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
