@@ -242,3 +242,25 @@ def test_a_copy_of_an_upload_that_is_not_listed_is_not_blocked_by_it(
     late = upload(noisy(cancer(), seed=3), account=3, title="Late copy", tmp_path=tmp_path)
     assert late.status == Dataset.Status.REJECTED
     assert f"“Unsigned” (dataset #{waiting.pk})" in late.status_message
+
+
+def test_row_keys_tell_rows_apart_whatever_their_columns_names_and_order():
+    from datasets.copycats import row_keys
+
+    frame = cancer(300)
+    keys = row_keys(frame)
+
+    assert keys.dtype == np.uint64 and len(keys) == 300
+    assert len(np.unique(keys)) == 300
+    assert (row_keys(renamed_and_reordered(frame)) == keys).all()
+    assert (row_keys(rounded(frame)) == keys).mean() > 0.6  # best effort: no probing
+    mixed = pd.DataFrame(
+        {
+            "kind": pd.Categorical(["a", "b", None]),
+            "count": pd.array([1, None, 3], dtype="Int64"),
+            "day": pd.to_datetime(["2024-01-01", None, "2024-03-01"]),
+            "note": ["  Some  TEXT", "x", ""],
+        }
+    )
+    again = mixed[["note", "day", "count", "kind"]].assign(note=["some text", "X", None])
+    assert (row_keys(mixed) == row_keys(again)).all()
