@@ -33,7 +33,7 @@ from marketplace.ipfs import (
 )
 
 if TYPE_CHECKING:  # the parsing libraries load in the workers only (see listing_prepare)
-    from datasets import profiling
+    from datasets import copycats, profiling
 
 Stage = Dataset.Stage
 METADATA_MAX_BYTES = 1024 * 1024  # one IPFS block: its CID is then its sha-256
@@ -291,18 +291,24 @@ def listing_prepare(dataset: Dataset, *, on_stage: OnStage) -> Prepared:
         return _listing_prepare(dataset, plain, on_stage=on_stage)
 
 
-def _listing_prepare(dataset: Dataset, path: Path, *, on_stage: OnStage) -> Prepared:
-    from datasets import copycats, profiling
-    from datasets.reader import InputRejected
+def _limits() -> profiling.Limits:
+    from datasets import profiling
 
-    upload_path = Path(dataset.upload_path)
-    limits = profiling.Limits(
+    return profiling.Limits(
         max_columns=settings.DATASET_MAX_COLUMNS,
         max_line_bytes=settings.DATASET_MAX_LINE_BYTES,
         max_decoded_bytes=settings.DATASET_MAX_DECODED_BYTES,
         max_decode_ratio=settings.DATASET_MAX_DECODE_RATIO,
         min_group_rows=settings.PRIVACY_MIN_GROUP_ROWS,
     )
+
+
+def _listing_prepare(dataset: Dataset, path: Path, *, on_stage: OnStage) -> Prepared:
+    from datasets import copycats, profiling
+    from datasets.reader import InputRejected
+
+    upload_path = Path(dataset.upload_path)
+    limits = _limits()
     on_stage(Stage.CHECKING, 0.0)
     checking = _throttled(on_stage, Stage.CHECKING)
     data_key = new_data_key()
@@ -368,13 +374,25 @@ def minhash_bands(dataset_id: int, profile: profiling.Profile) -> list[MinHashBa
     ]
 
 
-def row_signatures_save(dataset_id: int, profile: profiling.Profile) -> None:
+def row_signatures_save(dataset_id: int, sample: copycats.SignatureSample | None) -> None:
     """The listing's sampled row signatures, for later uploads' copy check (they count once it
     is listed)."""
     from datasets import copycats
 
-    if profile.row_signatures is None:
+    if sample is None:
         return
-    summary, rows = copycats.index_rows(dataset_id, profile.row_signatures)
+    summary, rows = copycats.index_rows(dataset_id, sample)
     summary.save()
     RowSignature.objects.bulk_create(rows, batch_size=1000)
+
+
+def row_signatures_read(path: Path) -> copycats.SignatureSample:
+    """The row signatures of a listing's (decrypted) file, read as its listing read it."""
+    from datasets import copycats, profiling
+
+    limits = _limits()
+    checked = profiling.check_file(path, limits=limits)
+    profile = profiling.describe_file(
+        checked, limits=limits, signature_key=copycats.signature_key()
+    )
+    return profile.row_signatures

@@ -5,6 +5,8 @@ that shares common rows by nature, and copies of uploads that are not listed are
 
 from __future__ import annotations
 
+import io
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -264,3 +266,25 @@ def test_row_keys_tell_rows_apart_whatever_their_columns_names_and_order():
     )
     again = mixed[["note", "day", "count", "kind"]].assign(note=["some text", "X", None])
     assert (row_keys(mixed) == row_keys(again)).all()
+
+
+@pytest.mark.django_db
+def test_listings_made_before_the_check_are_indexed_by_a_command(contracts, ipfs_node, tmp_path):
+    from django.core.management import call_command
+
+    original = listed(cancer(), account=1, title="Listed before", tmp_path=tmp_path)
+    RowSignature.objects.all().delete()
+    RowSignatureSample.objects.all().delete()
+    missed = upload(noisy(cancer(), seed=1), account=2, title="Missed", tmp_path=tmp_path)
+    assert missed.status == Dataset.Status.AWAITING_SIGNATURE  # nothing to compare with
+
+    call_command("index_row_signatures", stdout=io.StringIO())
+
+    # The listing again and the copy let through meanwhile (awaiting its signature).
+    assert set(RowSignatureSample.objects.values_list("dataset", flat=True)) == {
+        original.pk,
+        missed.pk,
+    }
+    caught = upload(noisy(cancer(), seed=2), account=3, title="Caught", tmp_path=tmp_path)
+    assert caught.status == Dataset.Status.REJECTED
+    assert f"“Listed before” (dataset #{original.pk})" in caught.status_message
