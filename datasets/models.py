@@ -194,3 +194,33 @@ class MinHashBand(models.Model):
 
     def __str__(self) -> str:
         return f"band {self.band} of dataset {self.dataset_id}"
+
+
+class RowSignatureSample(models.Model):
+    """How a listing's rows were sampled for the copy check (datasets.copycats): its row
+    signatures of level >= `level` are in RowSignature (those that occur once in it); of the
+    `sampled_rows` rows they stand for, `repeated_rows` share their signature with another."""
+
+    dataset = models.OneToOneField(
+        Dataset, on_delete=models.CASCADE, primary_key=True, related_name="row_signature_sample"
+    )
+    level = models.PositiveSmallIntegerField()
+    sampled_rows = models.PositiveBigIntegerField()
+    repeated_rows = models.PositiveBigIntegerField()
+
+    def __str__(self) -> str:
+        return f"row sample of dataset {self.dataset_id} (level {self.level})"
+
+
+class RowSignature(models.Model):
+    """A keyed hash of one sampled row signature of a listing: an upload's rows are looked up by
+    these, so it is never compared with every listing."""
+
+    dataset = models.ForeignKey(Dataset, on_delete=models.CASCADE, related_name="row_signatures")
+    key = models.BigIntegerField()
+
+    class Meta:
+        indexes = [models.Index(fields=["key", "dataset"], name="row_signature_key")]
+
+    def __str__(self) -> str:
+        return f"row signature of dataset {self.dataset_id}"

@@ -1,6 +1,8 @@
 """The listing pipeline's work on an upload, apart from the state machine in `services`: check
 the bytes, seal them (encrypt, pin, read back) while the rows are described, compare with other
-listings, and pin the public metadata. Runs in the worker; moves no status."""
+listings (exact duplicates and copies of another owner's rows are refused, see
+`datasets.copycats`; near-duplicates are warned about), and pin the public metadata. Runs in the
+worker; moves no status."""
 
 from __future__ import annotations
 
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db.models import Q
 
-from datasets.models import Dataset, MinHashBand
+from datasets.models import Dataset, MinHashBand, RowSignature
 from marketplace.crypto import CHUNK_SIZE, encrypt_stream, new_data_key, wrap_data_key
 from marketplace.did import did_for
 from marketplace.ipfs import (
@@ -31,7 +33,7 @@ from marketplace.ipfs import (
 )
 
 if TYPE_CHECKING:  # the parsing libraries load in the workers only (see listing_prepare)
-    from datasets import profiling
+    from datasets import copycats, profiling
 
 Stage = Dataset.Stage
 METADATA_MAX_BYTES = 1024 * 1024  # one IPFS block: its CID is then its sha-256
@@ -278,9 +280,10 @@ class Prepared:
 
 def listing_prepare(dataset: Dataset, *, on_stage: OnStage) -> Prepared:
     """Check the bytes while a second thread encrypts them, then describe the rows while that
-    thread pins the ciphertext and reads it back; then pin the metadata. Bad input and exact
-    duplicates raise `InputRejected`; each pin is recorded on the row (or in the pin marker)
-    the moment it exists, so whoever gives up unpins it."""
+    thread pins the ciphertext and reads it back; then pin the metadata. Bad input, exact
+    duplicates and copies of another owner's listing raise `InputRejected`; each pin is
+    recorded on the row (or in the pin marker) the moment it exists, so whoever gives up
+    unpins it."""
     from datasets import uploads
 
     # The upload rests encrypted: its plain bytes exist only while this worker reads them.
@@ -288,18 +291,24 @@ def listing_prepare(dataset: Dataset, *, on_stage: OnStage) -> Prepared:
         return _listing_prepare(dataset, plain, on_stage=on_stage)
 
 
-def _listing_prepare(dataset: Dataset, path: Path, *, on_stage: OnStage) -> Prepared:
+def _limits() -> profiling.Limits:
     from datasets import profiling
-    from datasets.reader import InputRejected
 
-    upload_path = Path(dataset.upload_path)
-    limits = profiling.Limits(
+    return profiling.Limits(
         max_columns=settings.DATASET_MAX_COLUMNS,
         max_line_bytes=settings.DATASET_MAX_LINE_BYTES,
         max_decoded_bytes=settings.DATASET_MAX_DECODED_BYTES,
         max_decode_ratio=settings.DATASET_MAX_DECODE_RATIO,
         min_group_rows=settings.PRIVACY_MIN_GROUP_ROWS,
     )
+
+
+def _listing_prepare(dataset: Dataset, path: Path, *, on_stage: OnStage) -> Prepared:
+    from datasets import copycats, profiling
+    from datasets.reader import InputRejected
+
+    upload_path = Path(dataset.upload_path)
+    limits = _limits()
     on_stage(Stage.CHECKING, 0.0)
     checking = _throttled(on_stage, Stage.CHECKING)
     data_key = new_data_key()
@@ -311,12 +320,18 @@ def _listing_prepare(dataset: Dataset, path: Path, *, on_stage: OnStage) -> Prep
         if duplicate is None:
             sealing.approve()
             profile = profiling.describe_file(
-                checked, limits=limits, on_progress=lambda f: checking(0.1 + 0.9 * f)
+                checked,
+                limits=limits,
+                on_progress=lambda f: checking(0.1 + 0.9 * f),
+                signature_key=copycats.signature_key(),
             )
             on_stage(Stage.COMPARING, 0.0)
             duplicate = exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
         if duplicate is not None:
             raise InputRejected(duplicate_reason(dataset, duplicate), "duplicate")
+        copied = copycats.copied_listing(dataset=dataset, sample=profile.row_signatures)
+        if copied is not None:
+            raise InputRejected(copycats.copy_reason(*copied), "copy")
     except BaseException:
         sealing.settle()  # the caller, a retry or the failure handler unpins what it pinned
         raise
@@ -357,3 +372,27 @@ def minhash_bands(dataset_id: int, profile: profiling.Profile) -> list[MinHashBa
         MinHashBand(dataset_id=dataset_id, band=band, key=key)
         for band, key in enumerate(profiling.minhash_band_keys(profile.minhash))
     ]
+
+
+def row_signatures_save(dataset_id: int, sample: copycats.SignatureSample | None) -> None:
+    """The listing's sampled row signatures, for later uploads' copy check (they count once it
+    is listed)."""
+    from datasets import copycats
+
+    if sample is None:
+        return
+    summary, rows = copycats.index_rows(dataset_id, sample)
+    summary.save()
+    RowSignature.objects.bulk_create(rows, batch_size=1000)
+
+
+def row_signatures_read(path: Path) -> copycats.SignatureSample:
+    """The row signatures of a listing's (decrypted) file, read as its listing read it."""
+    from datasets import copycats, profiling
+
+    limits = _limits()
+    checked = profiling.check_file(path, limits=limits)
+    profile = profiling.describe_file(
+        checked, limits=limits, signature_key=copycats.signature_key()
+    )
+    return profile.row_signatures

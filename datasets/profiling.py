@@ -27,7 +27,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from datasketch import MinHash
 
-from datasets import reader
+from datasets import copycats, reader
 from datasets.reader import FORMULA_PREFIXES, NUMBER_PATTERN, InputRejected, inert
 
 READ_CHUNK = 1024 * 1024
@@ -104,6 +104,8 @@ class Profile:
     rows_sha256: str  # the set of distinct rows and the header: same data, reordered or not
     unique_rows: int
     minhash: bytes  # MINHASH_PERMUTATIONS uint64 values over the distinct rows
+    # The rows' signatures for the copy check (datasets.copycats), when a key was given.
+    row_signatures: copycats.SignatureSample | None = None
 
 
 def _display(value) -> str | int | float | bool | None:
@@ -570,12 +572,17 @@ def check_file(
 
 
 def describe_file(
-    checked: CheckedFile, *, limits: Limits, on_progress: Callable[[float], None] = lambda f: None
+    checked: CheckedFile,
+    *,
+    limits: Limits,
+    on_progress: Callable[[float], None] = lambda f: None,
+    signature_key: copycats.SignatureKey | None = None,
 ) -> Profile:
     """The second pass, over the rows: schema, column statistics, quality warnings, distinct
-    rows and their MinHash. The rows are read as the training worker will read them."""
+    rows and their MinHash, and with `signature_key` the rows' signatures for the copy check.
+    The rows are read as the training worker will read them."""
     if checked.file_format.kind == "parquet":
-        return _profile_parquet(checked, limits, on_progress)
+        return _profile_parquet(checked, limits, on_progress, signature_key)
     attempts = reader.csv_attempts(
         checked.path,
         checked.file_format,
@@ -591,6 +598,7 @@ def describe_file(
                 batches,
                 expected_rows=max(checked.lines - 1, 1),
                 on_progress=on_progress,
+                signature_key=signature_key,
             )
         except reader.Widen as exc:
             schema, batches = attempts.send(reader.widened(str(exc), schema))
@@ -603,13 +611,14 @@ def describe_file(
         )
 
 
-def _profile_parquet(checked: CheckedFile, limits: Limits, on_progress) -> Profile:
+def _profile_parquet(checked: CheckedFile, limits: Limits, on_progress, signature_key) -> Profile:
     parquet = reader.parquet_file(checked.path, text_as_dictionary=True)
     result = _profile_rows(
         parquet.schema_arrow,
         reader.parquet_batches(parquet, bound=limits.decode_bound(checked.path)),
         expected_rows=max(parquet.metadata.num_rows, 1),
         on_progress=on_progress,
+        signature_key=signature_key,
     )
     # The types as the training worker reads them (text as such, not as dictionary codes).
     file_format = reader.with_schema(
@@ -627,10 +636,16 @@ class _RowsResult:
     row_hashes: np.ndarray | None
     row_hll: _HyperLogLog
     minhash: MinHash
+    signatures: copycats.SignatureSample | None = None
 
 
 def _profile_rows(
-    schema: pa.Schema, batches: Iterator[pa.RecordBatch], *, expected_rows: int, on_progress
+    schema: pa.Schema,
+    batches: Iterator[pa.RecordBatch],
+    *,
+    expected_rows: int,
+    on_progress,
+    signature_key: copycats.SignatureKey | None = None,
 ) -> _RowsResult:
     stats = []
     for field_ in schema:
@@ -642,6 +657,7 @@ def _profile_rows(
     )
     row_hll = _HyperLogLog(14)
     row_hashes: list[np.ndarray] | None = []
+    signatures = copycats.RowSignatures(schema, signature_key) if signature_key else None
     rows = kept = 0
     last_report = 0.0
     for batch in batches:
@@ -671,6 +687,8 @@ def _profile_rows(
             row_hll.add(combined)
             minhash_update(minhash, combined)
         sample.add(batch)
+        if signatures is not None:
+            signatures.add(batch)
         rows += batch.num_rows
         now = time.monotonic()
         if now - last_report > 0.5:
@@ -686,7 +704,16 @@ def _profile_rows(
         unique = every[np.concatenate(([True], every[1:] != every[:-1]))]
         del every
         minhash_update(minhash, unique)  # once per distinct row
-    return _RowsResult(schema, rows, stats, sample.table, unique, row_hll, minhash)
+    return _RowsResult(
+        schema,
+        rows,
+        stats,
+        sample.table,
+        unique,
+        row_hll,
+        minhash,
+        signatures.result() if signatures is not None else None,
+    )
 
 
 def _histogram(values: np.ndarray, low: float, high: float, min_rows: int) -> dict | None:
@@ -937,4 +964,5 @@ def _finish(
         rows_sha256=rows_digest,
         unique_rows=unique_rows,
         minhash=result.minhash.hashvalues.astype(np.uint64).tobytes(),
+        row_signatures=result.signatures,
     )

@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import hashlib
 import html
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -365,6 +367,22 @@ def dataset_rows(*, dataset: Dataset, workdir: Path, expected_sha256: str):
     listing's) and the stored one, decrypted in memory when it fits (else into `workdir`, the
     caller's private folder) and removed once read."""
     from datasets import reader
+
+    decrypted = listed_plaintext(dataset=dataset, workdir=workdir, expected_sha256=expected_sha256)
+    with decrypted as plain:
+        file_format = (
+            reader.FileFormat.from_dict(dataset.read_format)
+            if dataset.read_format
+            else reader.detect_format(plain)
+        )
+        return reader.read_table(plain, file_format, max_line_bytes=settings.DATASET_MAX_LINE_BYTES)
+
+
+@contextmanager
+def listed_plaintext(*, dataset: Dataset, workdir: Path, expected_sha256: str) -> Iterator[Path]:
+    """A listed dataset's file, decrypted, while the caller reads it (in a worker only): the
+    ciphertext from IPFS by CID, its hash checked against `expected_sha256` and the stored one,
+    decrypted in memory when it fits (else into `workdir`), removed on leaving."""
     from datasets.uploads import plaintext_path
     from marketplace.crypto import decrypt_stream, unwrap_data_key
 
@@ -389,12 +407,7 @@ def dataset_rows(*, dataset: Dataset, workdir: Path, expected_sha256: str):
         with sealed.open("rb") as src, plain.open("wb") as dst:
             decrypt_stream(src, dst, key)
         sealed.unlink()
-        file_format = (
-            reader.FileFormat.from_dict(dataset.read_format)
-            if dataset.read_format
-            else reader.detect_format(plain)
-        )
-        return reader.read_table(plain, file_format, max_line_bytes=settings.DATASET_MAX_LINE_BYTES)
+        yield plain
     finally:
         plain.unlink(missing_ok=True)
 

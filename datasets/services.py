@@ -38,6 +38,8 @@ from datasets.models import (
     MAX_PRICE_WEI,
     Dataset,
     MinHashBand,
+    RowSignature,
+    RowSignatureSample,
     dp_epsilon_refusal,
 )
 from datasets.selectors import description_excerpt, listing_terms
@@ -419,6 +421,7 @@ def _dataset_process(dataset: Dataset) -> None:
             )
             if moved:
                 MinHashBand.objects.bulk_create(processing.minhash_bands(dataset_id, profile))
+                processing.row_signatures_save(dataset_id, profile.row_signatures)
     except IntegrityError:
         # The same data reached `awaiting_signature` in another upload meanwhile.
         duplicate = processing.exact_duplicate(dataset, profile.file_sha256, profile.rows_sha256)
@@ -434,6 +437,27 @@ def _dataset_process(dataset: Dataset) -> None:
         current = Dataset.objects.get(pk=dataset_id)
         if current.status != Status.AWAITING_SIGNATURE:
             processing.unpin_all(dataset)
+
+
+def dataset_row_signatures_index(*, dataset_id: int, workdir: Path) -> bool:
+    """(Re)compute the row signatures the copy check looks up, for a listing made before the
+    check existed: its file is fetched from IPFS, decrypted and read as its listing read it, in
+    the calling (worker or operator) process only. False when it is no active listing."""
+    from datasets.selectors import listed_plaintext
+
+    dataset = Dataset.objects.filter(pk=dataset_id, status__in=Dataset.ACTIVE).first()
+    if dataset is None or not dataset.cid:
+        return False
+    decrypted = listed_plaintext(
+        dataset=dataset, workdir=workdir, expected_sha256=dataset.content_sha256
+    )
+    with decrypted as plain:
+        sample = processing.row_signatures_read(plain)
+    with transaction.atomic():
+        RowSignature.objects.filter(dataset_id=dataset_id).delete()
+        RowSignatureSample.objects.filter(dataset_id=dataset_id).delete()
+        processing.row_signatures_save(dataset_id, sample)
+    return True
 
 
 # --- signing -----------------------------------------------------------------------------------

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import math
 import os
 import secrets
 from pathlib import Path
@@ -50,6 +51,25 @@ def env_int(
         raise SettingError(f"{name}={raw!r} is out of range: expected an integer >= {minimum}")
     if maximum is not None and value > maximum:
         raise SettingError(f"{name}={raw!r} is out of range: expected an integer <= {maximum}")
+    return value
+
+
+def env_float(
+    name: str, default: float, *, minimum: float | None = None, maximum: float | None = None
+) -> float:
+    raw = os.environ.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = float(raw)
+    except ValueError:
+        value = math.nan
+    if not math.isfinite(value):
+        raise SettingError(f"{name}={raw!r} is malformed: expected a number")
+    if minimum is not None and value < minimum:
+        raise SettingError(f"{name}={raw!r} is out of range: expected a number >= {minimum}")
+    if maximum is not None and value > maximum:
+        raise SettingError(f"{name}={raw!r} is out of range: expected a number <= {maximum}")
     return value
 
 

@@ -26,8 +26,12 @@ from marketplace.errors import refuse
 from marketplace.models import DidEvent, LoginNonce, User
 
 SIGNATURE_PATTERN = re.compile(r"^0x[0-9a-fA-F]{130}$")
-# What the profile page may publish (the API documents the same patterns).
-SERVICE_ENDPOINT_PATTERN = r"\Ahttps?://[A-Za-z0-9._~%!$&'()*+,;=:@-]+(?:[/?#][^\s\x00]*)?\Z"
+# What the profile page may publish (the API documents the same patterns). No white space and
+# no control character, spelt out so that Python's `re` and the schema's (ECMAScript) regular
+# expressions, whose `\s` differ on \x1c-\x1f, \x85 and \ufeff, accept the same endpoints.
+SERVICE_ENDPOINT_PATTERN = (
+    r"\Ahttps?://[A-Za-z0-9._~%!$&'()*+,;=:@-]+(?:[/?#][^\s\x00-\x1f\x7f-\x9f\ufeff]*)?\Z"
+)
 ENCRYPTION_KEY_PATTERN = r"\A[A-Za-z0-9+/]{43}=\Z"  # 32 bytes in base64
 # A well-formed sign-in whose message or signature does not verify: the credentials are refused.
 NOT_VERIFIED = status.HTTP_401_UNAUTHORIZED

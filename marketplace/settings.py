@@ -13,6 +13,7 @@ import dj_database_url
 from marketplace.config import (
     SettingError,
     env_bool,
+    env_float,
     env_int,
     env_rates,
     env_str,
@@ -300,6 +301,11 @@ DATASET_MAX_DECODE_RATIO = env_int("DATASET_MAX_DECODE_RATIO", 200, minimum=2)
 DATASET_SIGNATURE_TTL_SECONDS = env_int("DATASET_SIGNATURE_TTL_SECONDS", 7 * 86400, minimum=600)
 # Jaccard similarity of distinct rows above which an upload is called a near-duplicate.
 DATASET_NEAR_DUPLICATE_THRESHOLD = 0.5
+# An upload is refused when at least this share of its rows are rows of another owner's listing
+# (beyond what chance explains; see datasets/copycats.py).
+DATASET_COPY_MATCH_FRACTION = env_float(
+    "DATASET_COPY_MATCH_FRACTION", 0.5, minimum=0.05, maximum=1.0
+)
 # Time limits of the listing pipeline's steps (seconds).
 DATASET_PROCESS_SOFT_TIME_LIMIT = env_int("DATASET_PROCESS_SOFT_TIME_LIMIT", 1800, minimum=10)
 DATASET_PROCESS_TIME_LIMIT = DATASET_PROCESS_SOFT_TIME_LIMIT + 60

@@ -207,6 +207,10 @@ def test_attribute_request_is_the_setattribute_call_for_the_users_own_wallet(con
     ("body", "message"),
     [
         ({"kind": "service", "value": "ftp://x"}, "The service endpoint must be an http(s) URL."),
+        (
+            {"kind": "service", "value": "https://m.example/#\x1e"},
+            "The service endpoint must be an http(s) URL.",
+        ),
         ({"kind": "encryption_key", "value": "c2hvcnQ="}, "The encryption key must be an X25519"),
         ({"kind": "nickname", "value": "x"}, "The request is not valid."),
     ],

@@ -62,6 +62,11 @@ def run(args: list[str], env: dict, tmp_path: Path) -> subprocess.CompletedProce
             SAME_KEY_LINE,
         ),
         ({"ESCROW_FEE_BPS": "2001"}, "ESCROW_FEE_BPS='2001' is out of range"),
+        (
+            {"DATASET_COPY_MATCH_FRACTION": "half"},
+            "DATASET_COPY_MATCH_FRACTION='half' is malformed: expected a number",
+        ),
+        ({"DATASET_COPY_MATCH_FRACTION": "1.5"}, "DATASET_COPY_MATCH_FRACTION='1.5' is out of"),
         ({"ESCROW_REFUND_DELAY_SECONDS": "2592001"}, "ESCROW_REFUND_DELAY_SECONDS='2592001' is"),
         ({"MARKETPLACE_MASTER_KEY": "c2hvcnQ="}, "MARKETPLACE_MASTER_KEY is malformed"),
         ({**PRODUCTION_ENV, "DJANGO_SECRET_KEY": ""}, "DJANGO_SECRET_KEY is not set"),

@@ -65,6 +65,25 @@ def shards(frame: pd.DataFrame, count: int, seed: int = 0) -> list[pd.DataFrame]
     return [frame.iloc[part].reset_index(drop=True) for part in np.array_split(order, count)]
 
 
+def cancer_like(rows: int, seed: int) -> pd.DataFrame:
+    """Rows of the breast-cancer set's columns and classes, none of them its rows: drawn from
+    Gaussians fitted to each class (for a further owner's data beside `cancer_datasets`, which
+    list every real row; another owner's copy of those would be refused)."""
+    frame = load_breast_cancer(as_frame=True).frame
+    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    rng = np.random.default_rng(seed)
+    features = [c for c in frame.columns if c != "target"]
+    labels = rng.choice(frame["target"].to_numpy(), rows)
+    drawn = np.empty((rows, len(features)))
+    for label in np.unique(labels):
+        part = frame.loc[frame["target"] == label, features].to_numpy()
+        where = labels == label
+        drawn[where] = rng.multivariate_normal(part.mean(axis=0), np.cov(part.T), where.sum())
+    out = pd.DataFrame(drawn.round(6), columns=features)
+    out["target"] = labels
+    return out
+
+
 @pytest.fixture
 def cancer_datasets(contracts, ipfs_node, tmp_path):
     """Two listed shards of the breast-cancer set, owned by dev accounts 1 and 2; the second

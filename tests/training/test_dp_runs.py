@@ -5,12 +5,11 @@ trains privately and reports the mechanism, ε and the membership-inference AUC.
 import json
 
 import pytest
-from sklearn.datasets import load_breast_cancer
 
 from datasets.models import Dataset
 from marketplace.ipfs import iter_cat
 from tests.datasets.factories import user_for
-from tests.training.conftest import list_file, pay_and_index, shards, wait_for_run
+from tests.training.conftest import cancer_like, list_file, pay_and_index, wait_for_run
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -29,11 +28,9 @@ def commission(api, datasets, **overrides):
 
 @pytest.fixture
 def private_dataset(contracts, ipfs_node, tmp_path):
-    """A breast-cancer shard whose owner (dev account 3) requires DP with ε ≤ 0.5."""
-    frame = load_breast_cancer(as_frame=True).frame
-    frame.columns = [c.replace(" ", "_") for c in frame.columns]
+    """Breast-cancer-like rows whose owner (dev account 3) requires DP with ε ≤ 0.5."""
     path = tmp_path / "private.csv"
-    shards(frame, 3, seed=9)[2].to_csv(path, index=False)
+    cancer_like(190, seed=9).to_csv(path, index=False)
     dataset = list_file(
         path, account=3, title="Cancer private", price_wei=10**16, dp_epsilon_max=0.5
     )

@@ -4,11 +4,9 @@ the workers, which hold the keys, relay, train and settle."""
 
 import time
 
-import pandas as pd
 import pytest
 from eth_account import Account
 from rest_framework.test import APIClient
-from sklearn.datasets import load_breast_cancer
 
 from chain.sender import signing_key
 from chain.wrappers import DatasetRegistry
@@ -17,7 +15,7 @@ from datasets.selectors import listing_terms
 from datasets.services import dataset_create, dataset_process
 from marketplace.config import SettingError
 from tests.datasets.factories import DEV_KEYS, user_for
-from tests.training.conftest import wait_for_run, wallet_pay
+from tests.training.conftest import cancer_like, wait_for_run, wallet_pay
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -35,10 +33,8 @@ def web_without_keys(monkeypatch, settings):
 
 
 def awaiting_signature(tmp_path) -> Dataset:
-    frame = load_breast_cancer(as_frame=True).frame
-    frame.columns = [c.replace(" ", "_") for c in frame.columns]
     path = tmp_path / "cancer.csv"
-    pd.DataFrame(frame).to_csv(path, index=False)
+    cancer_like(569, seed=3).to_csv(path, index=False)  # not `cancer_datasets`' rows: its own
     dataset = dataset_create(
         owner=user_for(3), upload=path, original_filename=path.name, title="Cancer, signed",
         license="CC-BY-4.0", price_wei=10**16, enqueue=False,
