@@ -19,6 +19,9 @@ an equivalent in-memory one (and timed apart on SQLite with the index's table an
 3. Per-upload cost at 10,000 and 200,000 rows (a synthetic 6-column file): the time the
    signatures add to the describe pass, the keyed hashes and judging, and the lookup of the
    upload's keys in a SQLite index holding --listings listings of 4,096 keys each.
+4. In a run over an original, another dataset and a later copy of the original that was listed
+   anyway: the copy's share of the positive contributions, with and without the run's crediting
+   of rows to the earliest listing.
 """
 
 from __future__ import annotations
@@ -293,6 +296,55 @@ def cost(files: Files, listings: int) -> None:
     )
 
 
+def slipped_copy_share(seeds: int) -> None:
+    """In a run over an original, another dataset and a copy of the original that was listed
+    anyway (later), the copy's share of the positive contributions, with the run's crediting of
+    rows to the earliest listing (training.valuation.credited_to_earliest over row_keys)."""
+    from training import ml
+    from training.valuation import credited_to_earliest
+
+    print("\n4. A copy that slipped through, in a run: its share of the positive contributions")
+    print("   (breast cancer: original = half, other = the rest, copy = the original changed;")
+    print("   random forest as a run fits it; half the payout is split by these shares)")
+    print(f"   {'copy':28}{'credited rows':>15}{'share, credited':>17}{'share, not':>12}")
+    source = load_breast_cancer(as_frame=True).frame
+
+    def features(change):  # the labels are copied as they are
+        return lambda f, rng: change(f.drop(columns="target"), rng).assign(target=f["target"])
+
+    changes = {
+        "exact, rows shuffled": lambda f, rng: shuffled(f, rng),
+        "rounded within 0.1 %": features(lambda f, rng: rounded(f)),
+        "values x 1 ± U(0.001)": features(lambda f, rng: noisy(f, rng, size=0.001)),
+        "values x 1 ± U(0.005) (*)": features(lambda f, rng: noisy(f, rng, size=0.005)),
+    }
+    for name, change in changes.items():
+        credited_rows, with_credit, without = [], [], []
+        for seed in range(seeds):
+            rng = np.random.default_rng(seed)
+            order = rng.permutation(len(source))
+            original = source.iloc[order[: len(order) // 2]].reset_index(drop=True)
+            other = source.iloc[order[len(order) // 2 :]].reset_index(drop=True)
+            copy = change(original.copy(), rng)[original.columns]
+            combined = pd.concat([original, other, copy], ignore_index=True)
+            owners = np.repeat([1, 2, 3], [len(original), len(other), len(copy)])
+            credited = credited_to_earliest(copycats.row_keys(combined), owners)
+            credited_rows.append(credited[owners == 3].mean())
+            for mask, shares in ((credited, with_credit), (None, without)):
+                result = ml.fit_and_score(
+                    combined, target="target", task="classification", model="random_forest",
+                    test_fraction=0.25, seed=seed, min_group_rows=20, min_leaf_rows=10,
+                    owners=owners, credited=mask,
+                )  # fmt: skip
+                positive = {k: max(v, 0.0) for k, v in result.valuation.contributions.items()}
+                shares.append(positive[3] / sum(positive.values()))
+        print(
+            f"   {name:28}{np.mean(credited_rows):>14.0%} {np.mean(with_credit):>16.1%}"
+            f"{np.mean(without):>12.1%}"
+        )
+    print("   (*) beyond the listing check's 0.1 % tolerance; shares: mean over seeds")
+
+
 def main() -> None:
     args = parse_args()
     with tempfile.TemporaryDirectory() as scratch:
@@ -300,6 +352,7 @@ def main() -> None:
         detection(files, args.seeds)
         false_positives(files, args.seeds)
         cost(files, args.listings)
+    slipped_copy_share(args.seeds)
 
 
 if __name__ == "__main__":
