@@ -8,7 +8,7 @@ from chain.client import get_web3
 from chain.wrappers import TrainingEscrow
 from marketplace.money import wei_to_eth
 from tests.e2e.conftest import sign_in_with_dev_wallet
-from tests.training.conftest import wait_for_run, wallet_pay
+from tests.training.conftest import run_to_completion
 
 pytestmark = pytest.mark.e2e
 
@@ -75,17 +75,7 @@ def test_someone_who_never_listed_sees_the_empty_state(page, live_server, contra
 
 @pytest.fixture
 def curated_run(buyer_api, cancer_datasets, celery_worker):
-    body = buyer_api.post(
-        "/api/training-runs",
-        {"dataset_ids": [d.pk for d in cancer_datasets], "target_column": "target",
-         "model": "random_forest", "seed": 1, "curate": True},
-        format="json",
-    ).json()  # fmt: skip
-    tx_hash = wallet_pay(body["escrow"])
-    buyer_api.post(f"/api/training-runs/{body['id']}/funding", {"tx_hash": tx_hash}, format="json")
-    run = wait_for_run(body["id"], "completed", "failed")
-    assert run.status == "completed", run.error
-    return run
+    return run_to_completion(buyer_api, cancer_datasets, model="random_forest", seed=1, curate=True)
 
 
 def test_an_owner_sees_how_many_of_their_rows_a_curated_run_left_out(

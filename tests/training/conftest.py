@@ -167,3 +167,18 @@ def commission_and_pay(buyer_api, datasets, **overrides) -> TrainingRun:
     training_run_funding_hint(run=run, tx_hash=wallet_pay(body["escrow"]))
     run.refresh_from_db()
     return run
+
+
+def run_to_completion(buyer_api, datasets, **terms) -> TrainingRun:
+    """Commission a run on `datasets`, pay it from the buyer's wallet, point the marketplace at
+    the payment (as the run page does) and wait for the worker to complete it."""
+    body = buyer_api.post(
+        "/api/training-runs",
+        {"dataset_ids": [d.pk for d in datasets], "target_column": "target", **terms},
+        format="json",
+    ).json()
+    tx_hash = wallet_pay(body["escrow"])
+    buyer_api.post(f"/api/training-runs/{body['id']}/funding", {"tx_hash": tx_hash}, format="json")
+    run = wait_for_run(body["id"], "completed", "failed")
+    assert run.status == "completed", run.error
+    return run

@@ -6,7 +6,7 @@ from rest_framework.test import APIClient
 from chain.client import get_web3
 from chain.wrappers import TrainingEscrow
 from tests.datasets.factories import user_for
-from tests.training.conftest import wait_for_run, wallet_pay
+from tests.training.conftest import run_to_completion
 from training.models import Withdrawal
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -20,17 +20,7 @@ def client_for(user) -> APIClient:
 
 @pytest.fixture
 def completed_run(buyer_api, cancer_datasets, celery_worker):
-    body = buyer_api.post(
-        "/api/training-runs",
-        {"dataset_ids": [d.pk for d in cancer_datasets], "target_column": "target",
-         "model": "logistic_regression", "seed": 1},
-        format="json",
-    ).json()  # fmt: skip
-    tx_hash = wallet_pay(body["escrow"])
-    buyer_api.post(f"/api/training-runs/{body['id']}/funding", {"tx_hash": tx_hash}, format="json")
-    run = wait_for_run(body["id"], "completed", "failed")
-    assert run.status == "completed", run.error
-    return run
+    return run_to_completion(buyer_api, cancer_datasets, model="logistic_regression", seed=1)
 
 
 def test_a_contributor_sees_what_the_report_assigned_to_their_dataset_and_withdraws(
