@@ -22,9 +22,10 @@ Method (chosen by bench/valuation.py, whose figures are in the docstring's last 
   margin (value minus baseline) is positive when the rest of the data agrees with its label,
   negative when it contradicts it (a flipped label, a corrupted row).
 - **Dataset contribution** = the sum of its credited rows' margins over the number of training
-  rows: the part of the model's out-of-sample gain over guessing that its rows carry. A row that
-  also appears in an earlier listing of the run is credited to that listing only (copies earn
-  nothing); a row curation leaves out contributes nothing.
+  rows: the part of the model's out-of-sample gain over guessing that its rows carry. Each
+  distinct row is credited once, to the earliest listing of the run holding it (copies, and a
+  dataset's repeats of its own rows, earn nothing); a row curation leaves out contributes
+  nothing.
 - **Harmful rows** (what `curate` leaves out of the final fit): rows in the low group of a 1-D
   2-means split of the values (the OpenDataVal protocol's split) whose margin is also negative.
 
@@ -348,15 +349,17 @@ def counts_by_dataset(owners: np.ndarray, mask: np.ndarray | None) -> dict[int, 
 
 
 def credited_to_earliest(keys: np.ndarray, owners: np.ndarray) -> np.ndarray:
-    """For rows of several datasets (`owners`: listing ids, the earliest listing has the lowest),
-    whether each row is credited to its dataset: False where an equal row (the same key) belongs
-    to an earlier listing."""
-    first_owner: dict[int, int] = {}
-    for key, owner in zip(keys.tolist(), owners.tolist(), strict=True):
-        if key not in first_owner or owner < first_owner[key]:
-            first_owner[key] = owner
-    pairs = zip(keys.tolist(), owners.tolist(), strict=True)
-    return np.array([first_owner[key] == owner for key, owner in pairs], dtype=bool)
+    """Which rows are credited: each distinct row (key) once, to the earliest listing holding it
+    (`owners`: listing ids, the earliest has the lowest). A row also in an earlier listing earns
+    its dataset nothing, and neither does a dataset's repeat of one of its own rows (repeating
+    rows would otherwise multiply their credit)."""
+    first: dict[int, tuple[int, int]] = {}  # key -> (owner, position) of the credited row
+    for position, (key, owner) in enumerate(zip(keys.tolist(), owners.tolist(), strict=True)):
+        if key not in first or owner < first[key][0]:
+            first[key] = (owner, position)
+    credited = np.zeros(len(keys), dtype=bool)
+    credited[[position for _, position in first.values()]] = True
+    return credited
 
 
 # --- the previous surrogate (for comparison) ----------------------------------------------------

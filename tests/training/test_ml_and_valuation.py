@@ -177,6 +177,33 @@ def test_a_row_in_two_datasets_is_credited_to_the_earliest_listing_only():
     assert result.valuation.uncredited_rows[9] == (owners[result.train_index] == 9).sum()
 
 
+def test_a_dataset_repeating_its_own_rows_earns_no_more_for_the_repeats():
+    from training.valuation import credited_to_earliest
+
+    source = load_breast_cancer(as_frame=True).frame
+    honest, padded = source.iloc[:280], source.iloc[280:]
+    combined = pd.concat([honest, padded, padded, padded], ignore_index=True)
+    owners = np.concatenate([np.full(len(honest), 1), np.full(3 * len(padded), 2)])
+    keys = pd.util.hash_pandas_object(combined, index=False).to_numpy()
+
+    credited = credited_to_earliest(keys, owners)
+
+    assert credited[owners == 1].all()
+    assert credited[owners == 2].sum() == len(padded)  # each of its rows once
+    result = fit_and_score(
+        combined, target="target", task=CLASSIFICATION, model="random_forest",
+        test_fraction=0.25, seed=4, min_leaf_rows=10, owners=owners, credited=credited,
+    )  # fmt: skip
+    plain = fit_and_score(
+        combined, target="target", task=CLASSIFICATION, model="random_forest",
+        test_fraction=0.25, seed=4, min_leaf_rows=10, owners=owners,
+    )  # fmt: skip
+    # Without the rule the padded dataset would take most of the credit with its repeats.
+    share = result.valuation.contributions[2] / sum(result.valuation.contributions.values())
+    padded_share = plain.valuation.contributions[2] / sum(plain.valuation.contributions.values())
+    assert padded_share > 0.7 and share < 0.6
+
+
 def test_the_low_group_is_the_exact_two_means_split():
     from training.valuation import low_group
 
