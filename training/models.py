@@ -115,7 +115,7 @@ class TrainingRunDataset(models.Model):
     price_wei = WeiField()
     contribution = models.FloatField(null=True, blank=True)
     amount_wei = WeiField(null=True, blank=True)
-    # Training rows curation left out, and rows credited to an earlier listing (counts only).
+    # Training rows curation left out, and repeats of rows credited once elsewhere (counts).
     excluded_rows = models.PositiveIntegerField(null=True, blank=True)
     uncredited_rows = models.PositiveIntegerField(null=True, blank=True)
 

@@ -189,9 +189,9 @@ def train_and_package(run: TrainingRun, *, on_stage: OnStage) -> Packaged:
 
 
 def _credited(combined, owners):
-    """Whether each row is credited to its own dataset: a row that is also in an earlier listing
-    of the run (a lower listing id), whatever its columns' order and numbers within about
-    0.1 % (the listing's copy check's row signature), is credited to that listing only."""
+    """Whether each row is credited to its own dataset: each distinct row (the listing's copy
+    check's row signature: numbers within about 0.1 %) once, to the earliest listing of the run
+    holding it (the lowest listing id)."""
     from datasets.copycats import row_keys
     from training.valuation import credited_to_earliest
 

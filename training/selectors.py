@@ -89,8 +89,8 @@ def payout_sentences(run: TrainingRun, inputs: list) -> dict[int, str]:
             )
         if e.uncredited_rows:
             sentence += (
-                f" {_rows(e.uncredited_rows).capitalize()} are also in a dataset listed earlier "
-                "and were credited to that listing."
+                f" {_rows(e.uncredited_rows).capitalize()} repeat rows already credited (rows of "
+                "a dataset listed earlier, or its own repeated) and earned nothing."
             )
         sentences[e.listing_id] = sentence
     return sentences

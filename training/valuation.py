@@ -122,7 +122,7 @@ class Valuation:
     rows_valued: int
     contributions: dict[int, float]  # dataset id -> contribution
     excluded_rows: dict[int, int]  # dataset id -> training rows curation left out
-    uncredited_rows: dict[int, int]  # dataset id -> rows credited to an earlier listing
+    uncredited_rows: dict[int, int]  # dataset id -> rows credited once elsewhere (repeats)
     seconds: float = 0.0  # how long the row values took (a measurement: not in the report)
 
 

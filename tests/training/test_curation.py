@@ -99,7 +99,7 @@ def test_a_row_in_two_datasets_of_a_run_is_credited_to_the_earliest_listing(
     # The copies among the training rows (some are held out for testing) earn the later listing
     # nothing: they are credited to the original.
     assert 1 <= by_dataset[later.pk]["uncredited_rows"] <= 12
-    assert "credited to that listing" in by_dataset[later.pk]["payout_explanation"]
+    assert "repeat rows already credited" in by_dataset[later.pk]["payout_explanation"]
     report = run.report
     assert {d["dataset"]: d["uncredited_rows"] for d in report["datasets"]} == {
         original.pk: 0,
