@@ -154,7 +154,7 @@ def _fit(pipeline, x_train, y_train, *, task: str, model: str, dp):
 def _curated(excluded: np.ndarray, y_train: pd.Series, task: str, min_rows: int) -> np.ndarray:
     """Curation never takes a class below `min_rows` training rows (nor away): its rows stay."""
     if task != CLASSIFICATION:
-        return excluded if (~excluded).sum() >= max(min_rows, 2) else excluded & False
+        return excluded if (~excluded).sum() >= max(min_rows, 2) else np.zeros_like(excluded)
     labels = y_train.to_numpy()
     kept = excluded.copy()
     for label in np.unique(labels):
