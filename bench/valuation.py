@@ -342,13 +342,13 @@ def print_row_table(records: list[dict], seeds: int) -> None:
 
 
 def credited_rows(x: np.ndarray, y: np.ndarray, owners: np.ndarray) -> np.ndarray:
-    """False for a row (features + label) that an earlier shard already listed."""
-    first: dict[bytes, int] = {}
-    credited = np.ones(len(x), dtype=bool)
-    for i in range(len(x)):
-        key = np.ascontiguousarray(x[i]).tobytes() + np.asarray(y[i]).tobytes()
-        credited[i] = first.setdefault(key, int(owners[i])) == int(owners[i])
-    return credited
+    """The run's crediting (training/pipeline.py): each distinct row (features + label, by the
+    copy check's row signature) once, to the earliest shard holding it."""
+    from datasets.copycats import row_keys
+
+    frame = pd.DataFrame(np.asarray(x)).assign(label=np.asarray(y))
+    frame.columns = [str(c) for c in frame.columns]
+    return valuation.credited_to_earliest(row_keys(frame), np.asarray(owners))
 
 
 def shards_for(source: str, scenario: str, trial: int):
