@@ -31,11 +31,6 @@ class Payout:
     amount_wei: int
 
 
-def _shares(total: Fraction, weights: list[Fraction]) -> list[Fraction]:
-    weight_sum = sum(weights)
-    return [total * w / weight_sum for w in weights]
-
-
 def _round_exactly(exact: list[Fraction]) -> list[int]:
     """Integers summing to sum(exact) (an integer): floors, then largest remainders."""
     floors = [int(x) for x in exact]
@@ -58,17 +53,12 @@ def payouts_for(
         raise ValueError("distributable amount is negative")
     if not datasets:
         raise ValueError("no datasets to pay")
-    prices = [Fraction(price) for _, _, price in datasets]
-    if sum(prices) == 0:
-        prices = [Fraction(1)] * len(datasets)  # free datasets: the base share is split evenly
-    base_total = Fraction(distributable_wei) * BASE_SHARE
-    contribution_total = Fraction(distributable_wei) - base_total
-    positive = [
-        Fraction(max(contributions.get(dataset_id, 0.0), 0.0)) for dataset_id, _, _ in datasets
-    ]
-    base = _shares(base_total, prices)
-    extra = _shares(contribution_total, positive if sum(positive) > 0 else prices)
-    amounts = _round_exactly([b + e for b, e in zip(base, extra, strict=True)])
+    parts = payout_parts(
+        distributable_wei=distributable_wei, datasets=datasets, contributions=contributions
+    )
+    amounts = _round_exactly(
+        [parts[d].price_part_wei + parts[d].contribution_part_wei for d, _, _ in datasets]
+    )
     return [
         Payout(dataset_id, owner, float(contributions.get(dataset_id, 0.0)), amount)
         for (dataset_id, owner, _), amount in zip(datasets, amounts, strict=True)
@@ -101,7 +91,7 @@ def payout_parts(
     """Why each dataset was paid what it was: the rule of `payouts_for`, part by part."""
     prices = [Fraction(price) for _, _, price in datasets]
     if sum(prices) == 0:
-        prices = [Fraction(1)] * len(datasets)
+        prices = [Fraction(1)] * len(datasets)  # free datasets: the base share is split evenly
     positive = [
         Fraction(max(contributions.get(dataset_id, 0.0) or 0.0, 0.0))
         for dataset_id, _, _ in datasets
