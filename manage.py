@@ -5,6 +5,8 @@ import sys
 
 def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "marketplace.settings")
+    if sys.argv[1:2] == ["run_validator"]:  # a node of its own: no database, broker or master key
+        os.environ["MARKETPLACE_VALIDATOR_NODE"] = "1"
     from django.core.management import execute_from_command_line
 
     from marketplace.config import SettingError

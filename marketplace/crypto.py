@@ -198,3 +198,91 @@ class EncryptingWriter:
         self._seal(bytes(self._buffer), final=True)
         self._buffer.clear()
         return self.written, self._digest.hexdigest()
+
+
+# --- Keys sealed to a recipient's X25519 public key (validators) ---------------------------------
+#
+#   sealed = SEAL_VERSION (1 byte) | ephemeral public key (32) | nonce (12) | AES-GCM ciphertext
+#   key    = HKDF-SHA256(X25519(ephemeral, recipient), salt = ephemeral | recipient,
+#                        info = SEAL_INFO | context)
+#
+# Only the holder of the recipient's private key opens it; `context` (e.g. the job and listing a
+# data key is for) must be given again, so a sealed key cannot be passed off as another's.
+
+SEAL_VERSION = 1
+SEAL_INFO = b"data-marketplace/sealed-key/v1:"
+X25519_KEY_SIZE = 32
+
+
+def _seal_key(shared: bytes, ephemeral: bytes, recipient: bytes, context: bytes) -> bytes:
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    return HKDF(
+        algorithm=hashes.SHA256(), length=KEY_SIZE, salt=ephemeral + recipient,
+        info=SEAL_INFO + context,
+    ).derive(shared)  # fmt: skip
+
+
+def seal_to(public_key: bytes, secret: bytes, *, context: bytes) -> bytes:
+    """`secret` encrypted to the holder of the X25519 private key of `public_key` (32 bytes)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    if len(public_key) != X25519_KEY_SIZE:
+        raise ValueError("an X25519 public key is 32 bytes")
+    ephemeral = X25519PrivateKey.generate()
+    ephemeral_public = ephemeral.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    shared = ephemeral.exchange(X25519PublicKey.from_public_bytes(public_key))
+    key = _seal_key(shared, ephemeral_public, public_key, context)
+    nonce = os.urandom(WRAP_NONCE_SIZE)
+    aad = bytes([SEAL_VERSION]) + context
+    return (
+        bytes([SEAL_VERSION]) + ephemeral_public + nonce + AESGCM(key).encrypt(nonce, secret, aad)
+    )
+
+
+def open_sealed(private_key: bytes, sealed: bytes, *, context: bytes) -> bytes:
+    """The secret `seal_to` encrypted to this X25519 private key (32 raw bytes)."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey, X25519PublicKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    sealed = bytes(sealed)
+    head = 1 + X25519_KEY_SIZE + WRAP_NONCE_SIZE
+    if len(sealed) < head + TAG_SIZE or sealed[0] != SEAL_VERSION:
+        raise DecryptionError("the sealed key is malformed")
+    ephemeral_public = sealed[1 : 1 + X25519_KEY_SIZE]
+    nonce, ciphertext = sealed[1 + X25519_KEY_SIZE : head], sealed[head:]
+    own = X25519PrivateKey.from_private_bytes(private_key)
+    own_public = own.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+    try:
+        shared = own.exchange(X25519PublicKey.from_public_bytes(ephemeral_public))
+        key = _seal_key(shared, ephemeral_public, own_public, context)
+        return AESGCM(key).decrypt(nonce, ciphertext, bytes([SEAL_VERSION]) + context)
+    except (InvalidTag, ValueError):
+        raise DecryptionError(
+            "the sealed key does not open: sealed to another key, for another record, or tampered"
+        ) from None
+
+
+def x25519_keypair() -> tuple[bytes, bytes]:
+    """(private, public) raw 32-byte X25519 keys."""
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import (
+        Encoding,
+        NoEncryption,
+        PrivateFormat,
+        PublicFormat,
+    )  # fmt: skip
+
+    key = X25519PrivateKey.generate()
+    private = key.private_bytes(Encoding.Raw, PrivateFormat.Raw, NoEncryption())
+    return private, key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)
+
+
+def x25519_public(private_key: bytes) -> bytes:
+    from cryptography.hazmat.primitives.asymmetric.x25519 import X25519PrivateKey
+    from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
+
+    key = X25519PrivateKey.from_private_bytes(private_key)
+    return key.public_key().public_bytes(Encoding.Raw, PublicFormat.Raw)

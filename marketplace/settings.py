@@ -62,6 +62,7 @@ INSTALLED_APPS = [
     "chain",
     "datasets",
     "training",
+    "validators",
 ]
 
 MIDDLEWARE = [
@@ -97,9 +98,15 @@ TEMPLATES = [
     },
 ]
 
+# A validator node (manage.py run_validator) runs this code with no marketplace database, broker
+# or master key: it reads the public API, the chain and IPFS only.
+VALIDATOR_NODE = env_bool("MARKETPLACE_VALIDATOR_NODE", False)
+
 # Database: PostgreSQL when DATABASE_URL is set, SQLite otherwise.
 _database_url = env_str("DATABASE_URL", "")
-if _database_url:
+if VALIDATOR_NODE:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.dummy"}}
+elif _database_url:
     try:
         DATABASES = {"default": dj_database_url.parse(_database_url, conn_max_age=60)}
     except ValueError as exc:
@@ -176,6 +183,8 @@ SPECTACULAR_SETTINGS = {
 CELERY_BROKER_URL = env_url(
     "CELERY_BROKER_URL", "redis://127.0.0.1:6379/0", schemes=("redis", "rediss")
 )
+if VALIDATOR_NODE:  # it sends no task anywhere
+    CELERY_BROKER_URL = "memory://"
 CELERY_TASK_DEFAULT_QUEUE = env_str("CELERY_TASK_DEFAULT_QUEUE", "marketplace")
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 600, minimum=1)
@@ -234,6 +243,7 @@ THROTTLE_RATES = {
     "verify_per_identity": "30/hour",
     "upload_per_ip": "30/hour",
     "upload_per_identity": "20/hour",
+    "attest_per_ip": "1200/min",
 }
 THROTTLE_RATES.update(env_rates("MARKETPLACE_THROTTLE_RATES", THROTTLE_RATES))
 # Bytes one identity may upload in 24 hours (each upload is also bounded by
@@ -271,9 +281,16 @@ CELERY_BEAT_SCHEDULE["chain-index"] = {
 }
 
 # Envelope encryption: per-dataset data keys are wrapped by this master key.
-MASTER_KEY = master_key(
-    "MARKETPLACE_MASTER_KEY", dev_key_file=DATA_DIR / "master.key" if DEBUG else None
+MASTER_KEY = (
+    None
+    if VALIDATOR_NODE
+    else master_key(
+        "MARKETPLACE_MASTER_KEY", dev_key_file=DATA_DIR / "master.key" if DEBUG else None
+    )
 )
+
+# Validators: seconds a run waits for a quorum of attestations before it is refunded.
+ATTESTATION_TIMEOUT_SECONDS = env_int("ATTESTATION_TIMEOUT_SECONDS", 1800, minimum=10)
 
 # How long a health probe waits for each part before calling it down.
 HEALTH_TIMEOUT_SECONDS = 2.0

@@ -31,4 +31,5 @@ urlpatterns = [
     *api_urls,
     path("", include("datasets.urls")),
     path("", include("training.urls")),
+    path("", include("validators.urls")),
 ]

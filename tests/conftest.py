@@ -144,8 +144,9 @@ def stop_celery_worker(process) -> None:
 
 
 @pytest.fixture(scope="session")
-def celery_worker(django_db_setup, anvil, ipfs_node, tmp_path_factory):
-    """A real Celery worker process on the test Redis queue, using the test database and nodes.
+def celery_worker(django_db_setup, anvil, ipfs_node, validator_nodes, tmp_path_factory):
+    """A real Celery worker process on the test Redis queue, using the test database and nodes,
+    with the session's validators re-computing the runs it trains.
 
     Tests that hand work to it must use `@pytest.mark.django_db(transaction=True)` so their rows
     are committed where the worker can see them.
@@ -157,3 +158,98 @@ def celery_worker(django_db_setup, anvil, ipfs_node, tmp_path_factory):
     )
     yield process
     stop_celery_worker(process)
+
+
+# The dev validators: anvil accounts beyond the marketplace's own (10 operator, 11 admin).
+VALIDATOR_DEV_ACCOUNTS = (12, 13, 14)
+
+
+class ValidatorNodes:
+    """The validator processes of the session: `manage.py run_validator`, each with its own key
+    and state folder, and none of the marketplace's database, broker or master key."""
+
+    WITHHELD = ("DATABASE_URL", "MARKETPLACE_MASTER_KEY", "CELERY_BROKER_URL", "THROTTLE_REDIS_URL")
+
+    def __init__(self, *, marketplace_url: str, contracts: dict, base_dir: Path):
+        self.marketplace_url = marketplace_url
+        self.contracts = contracts
+        self.base_dir = base_dir
+        self.processes: dict[int, subprocess.Popen] = {}
+
+    def address(self, account: int) -> str:
+        from eth_account import Account
+
+        return Account.from_key(devstack.dev_private_key(account)).address
+
+    @property
+    def addresses(self) -> list[str]:
+        return [self.address(a) for a in VALIDATOR_DEV_ACCOUNTS]
+
+    def log(self, account: int) -> Path:
+        return self.base_dir / f"validator-{account}.log"
+
+    def start(self, account: int) -> None:
+        import json
+
+        env = {k: v for k, v in os.environ.items() if k not in self.WITHHELD}
+        env.update(
+            DJANGO_SETTINGS_MODULE="marketplace.settings",
+            CHAIN_RPC_URL=settings.CHAIN_RPC_URL,
+            IPFS_API_URL=settings.IPFS_API_URL,
+            MARKETPLACE_DATA_DIR=str(self.base_dir / f"node-{account}"),
+            PYTHONUNBUFFERED="1",
+        )
+        log = open(self.log(account), "a")  # noqa: SIM115 - the process writes to it until it stops
+        self.processes[account] = subprocess.Popen(
+            [
+                sys.executable, "manage.py", "run_validator", "--dev-account", str(account),
+                "--stake", "--marketplace-url", self.marketplace_url,
+                "--contracts", json.dumps(self.contracts), "--poll-seconds", "0.5",
+            ],
+            cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        )  # fmt: skip
+
+    def stop(self, account: int) -> None:
+        process = self.processes.pop(account, None)
+        if process is not None:
+            stop_celery_worker(process)
+
+    def running(self, account: int) -> bool:
+        process = self.processes.get(account)
+        return process is not None and process.poll() is None
+
+    def wait_until_registered(self, account: int, timeout: float = 90) -> None:
+        """Until the node is staked and its DID document publishes its encryption key."""
+        from chain.client import contract_at, get_web3
+
+        escrow = contract_at(get_web3(), "TrainingEscrow", self.contracts["TrainingEscrow"])
+        address = self.address(account)
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if not self.running(account):
+                raise RuntimeError(f"validator {account} exited:\n{self.log(account).read_text()}")
+            log = self.log(account).read_text()
+            if escrow.functions.isValidator(address).call() and "is watching" in log:
+                return
+            time.sleep(0.5)
+        raise RuntimeError(
+            f"validator {account} did not register:\n{self.log(account).read_text()}"
+        )
+
+
+@pytest.fixture(scope="session")
+def validator_nodes(live_server, _deployed_addresses, ipfs_node, tmp_path_factory):
+    """Three validator processes, staked on the session's escrow, answering the marketplace's
+    requests through the live server's public API."""
+    nodes = ValidatorNodes(
+        marketplace_url=live_server.url,
+        contracts={row["contract"]: row["address"] for row in _deployed_addresses},
+        base_dir=tmp_path_factory.mktemp("validators"),
+    )
+    for account in VALIDATOR_DEV_ACCOUNTS:
+        nodes.start(account)
+    for account in VALIDATOR_DEV_ACCOUNTS:
+        nodes.wait_until_registered(account)
+    yield nodes
+    for account in list(nodes.processes):
+        nodes.stop(account)

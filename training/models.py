@@ -29,6 +29,7 @@ class TrainingRun(models.Model):
         TRAINING = "training", "Training the model"
         VALUING = "valuing", "Measuring each dataset's contribution"
         PACKAGING = "packaging", "Saving, encrypting and pinning the model"
+        ATTESTING = "attesting", "Waiting for validators to re-compute and attest the report"
         SETTLING = "settling", "Paying the contributors on-chain"
         REFUNDING = "refunding", "Refunding the payment on-chain"
         DONE = "done", "Done"
@@ -36,7 +37,7 @@ class TrainingRun(models.Model):
     # Where each stage of a run starts, in percent of the whole run (for the progress bar).
     STAGE_PROGRESS = {
         Stage.FETCHING: 5, Stage.COMBINING: 25, Stage.TRAINING: 30, Stage.VALUING: 60,
-        Stage.PACKAGING: 75, Stage.SETTLING: 90,
+        Stage.PACKAGING: 75, Stage.ATTESTING: 82, Stage.SETTLING: 92,
     }  # fmt: skip
     # Moves that end a run go only from these (guarded updates).
     ACTIVE = (Status.FUNDED, Status.RUNNING, Status.SETTLING, Status.REFUNDING)

@@ -13,6 +13,7 @@ from marketplace.models import User
 from marketplace.money import wei_to_eth
 from training.models import TrainingRun
 from training.services import STAGES
+from validators.selectors import run_attestations
 
 
 def runs_of_buyer(user: User) -> QuerySet[TrainingRun]:
@@ -152,6 +153,7 @@ def run_detail(run: TrainingRun) -> dict:
         "model_card": run.report.get("model_card", ""),
         "privacy": run.report.get("privacy"),
         "report_hash": run.report_hash,
+        **run_attestations(run),
         "settlement_tx": run.settlement_tx,
         "settlement_block": run.settlement_block,
         "refund_tx": run.refund_tx,

@@ -390,7 +390,27 @@ def training_runs_resume(*, stalled_for_seconds: int) -> list[int]:
     )  # fmt: skip
     for run_id in refunding:
         _queue_refund(run_id)
-    return funded + refunding
+    # Runs waiting for attestations whose deadline passed: settled, or failed and refunded.
+    overdue = list(
+        TrainingRun.objects.filter(
+            status=Status.SETTLING, attestation_round__deadline__lt=timezone.now()
+        ).values_list("pk", flat=True)
+    )
+    for run_id in overdue:
+        queue_settlement(run_id)
+    return funded + refunding + overdue
+
+
+def queue_settlement(run_id: int, *, countdown: float = 0) -> None:
+    """Look at a run's settlement in the worker (after an answer, or at its deadline)."""
+    from training.tasks import settle_training_run
+
+    try:
+        settle_training_run.apply_async(args=[run_id], countdown=countdown)
+    except Exception as exc:
+        if node_outage(exc) is None:
+            raise
+        logger.warning("the settlement of run %s could not be queued (%s)", run_id, exc)
 
 
 def _queue_refund(run_id: int) -> None:
@@ -461,12 +481,29 @@ def training_run_execute(*, run_id: int, task_id: str = "") -> None:
     TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING).exclude(report_hash="").update(
         status=Status.SETTLING
     )
-    run.refresh_from_db()
-    if run.status != Status.SETTLING:
+    training_run_settle(run_id=run.pk)
+
+
+def training_run_settle(*, run_id: int) -> None:
+    """settling -> completed once a quorum of validators attested the run's own report and
+    payouts: the escrow checks their signatures. Until then the run waits (each answer and the
+    deadline look again); a quorum that can no longer be reached is a `RunFailed`."""
+    from validators.services import attestation_outlook, shortfall_reason
+
+    run = TrainingRun.objects.select_related("buyer").filter(pk=run_id).first()
+    if run is None or run.status != Status.SETTLING:
         return
+    outlook, signatures = attestation_outlook(run)
+    if outlook == "waiting":
+        _stage(run.pk, Stage.ATTESTING)
+        return
+    if outlook == "short":
+        if _follow_the_chain(run):
+            return
+        raise RunFailed(shortfall_reason(run))
     _stage(run.pk, Stage.SETTLING)
     try:
-        outcome = pipeline.settle(run)
+        outcome = pipeline.settle(run, signatures)
     except (ContractCustomError, ContractLogicError) as exc:
         # Refused before sending: the job may have been settled or refunded already.
         if not _follow_the_chain(run):
@@ -591,7 +628,9 @@ def training_run_refund(*, run_id: int) -> None:
         return
     if run.report_hash and _settlement_sent(run):
         # A settlement was sent before the failure: it may still be mined, so follow it first.
-        outcome = pipeline.settle(run)
+        from validators.services import attestation_outlook
+
+        outcome = pipeline.settle(run, attestation_outlook(run)[1])
         if outcome.succeeded:
             training_run_settlement_record(
                 run_id=run.pk, tx_hash=outcome.tx_hash, block_number=outcome.block_number

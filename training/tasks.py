@@ -17,6 +17,7 @@ from training.services import (
     training_run_execute,
     training_run_fail,
     training_run_refund,
+    training_run_settle,
     training_runs_resume,
 )
 
@@ -77,6 +78,27 @@ def run_training(self, run_id: int) -> None:
             reason=f"The run stopped on an unexpected error{_while(run_id)} "
             f"({type(exc).__name__}).",
         )
+
+
+@shared_task(
+    name="training.settle",
+    ignore_result=True,
+    # Safe to redeliver: the settlement is one transaction per job, followed to its receipt.
+    acks_late=True,
+    reject_on_worker_lost=True,
+    autoretry_for=TRANSIENT,
+    retry_backoff=2,
+    retry_backoff_max=60,
+    max_retries=30,
+    soft_time_limit=300,
+    time_limit=360,
+)
+def settle_training_run(run_id: int) -> None:
+    """Settle a run whose attestations came in (or whose deadline passed)."""
+    try:
+        training_run_settle(run_id=run_id)
+    except RunFailed as exc:
+        training_run_fail(run_id=run_id, reason=str(exc))
 
 
 @shared_task(
