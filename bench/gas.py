@@ -5,6 +5,9 @@
 Without --rpc-url it starts its own anvil (node_modules, 127.0.0.1, a free port) and stops it
 afterwards. Contracts are deployed from the committed artifacts in chain/contracts/build/.
 With --strict the exit code is 1 when a figure is over its target.
+
+A settlement's target is the escrow's first target for its payees (60,000 + 25,000 a payee)
+plus 10,000 per validator attestation it carries.
 """
 
 from __future__ import annotations
@@ -19,6 +22,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
@@ -36,6 +40,21 @@ PRICE = 10**17
 COMPUTE_FEE = 10**16
 FEE_BPS = 500
 REFUND_DELAY = 3 * 24 * 3600
+MIN_STAKE = 10**18
+UNBONDING_DELAY = 7 * 24 * 3600
+VALIDATOR_TERMS = (MIN_STAKE, UNBONDING_DELAY, 2, 3, 3_000, 5_000)
+# Dev accounts: 12-14 are the validators; 15 and 16 a validator that leaves and one slashed.
+VALIDATOR_ACCOUNTS = (12, 13, 14)
+LEAVING_ACCOUNT, SLASHED_ACCOUNT = 15, 16
+ACCOUNTS = 20
+
+ATTESTATION_TYPES = {
+    "Attestation": [
+        {"name": "jobId", "type": "bytes32"},
+        {"name": "reportHash", "type": "bytes32"},
+        {"name": "payoutsHash", "type": "bytes32"},
+    ]
+}
 
 LISTING_TYPES = {
     "Listing": [
@@ -62,7 +81,7 @@ def free_port() -> int:
 def own_anvil() -> Iterator[str]:
     port = free_port()
     command = [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"]
-    command += ["--chain-id", "31337", "--mnemonic", DEV_MNEMONIC]
+    command += ["--chain-id", "31337", "--mnemonic", DEV_MNEMONIC, "--accounts", str(ACCOUNTS)]
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
@@ -95,6 +114,13 @@ class Bench:
         self.owners = self.accounts[3:8]
         self.rows: list[tuple[str, int, int]] = []
         Account.enable_unaudited_hdwallet_features()
+        self.validators = sorted(
+            (self.dev_account(i) for i in VALIDATOR_ACCOUNTS), key=lambda a: int(a.address, 16)
+        )
+
+    @staticmethod
+    def dev_account(index: int):
+        return Account.from_mnemonic(DEV_MNEMONIC, account_path=f"m/44'/60'/0'/0/{index}")
 
     def deploy(self, name: str, *args):
         artifact = json.loads((BUILD_DIR / f"{name}.json").read_text())
@@ -118,8 +144,14 @@ class Bench:
         registry = self.deploy("DatasetRegistry")
         escrow = self.deploy(
             "TrainingEscrow", registry.address, self.admin, self.operator, COMPUTE_FEE, FEE_BPS,
-            REFUND_DELAY,
+            REFUND_DELAY, VALIDATOR_TERMS,
         )  # fmt: skip
+        chain_id = self.w3.eth.chain_id
+
+        def attest(validator, job: tuple, amounts: list[int], report_hash: bytes) -> bytes:
+            payouts = keccak(encode(["address[]", "uint256[]"], [job[6], amounts]))
+            return self.attestation(escrow, validator, job[0], report_hash, payouts)
+
         content, metadata = keccak(text="content"), keccak(text="metadata")
 
         def listing(price: int = PRICE, parent: int = 0):
@@ -128,7 +160,6 @@ class Bench:
         self.measure("list, very first listing of the registry", 90_000, listing(), self.owners[0])
         self.measure("list by the owner", 90_000, listing(), self.owners[1])
 
-        chain_id = self.w3.eth.chain_id
         deadline = self.w3.eth.get_block("latest")["timestamp"] + 3600
 
         def list_for(owner, label: str | None = None) -> int:
@@ -189,31 +220,85 @@ class Bench:
                 list(event.datasetIds), list(event.owners),
             )  # fmt: skip
 
+        for validator in self.validators:
+            self.send(escrow.functions.stake(), validator.address, MIN_STAKE)
+
         fund("fund, 1 dataset", "job 1", fresh_listings("a", 1))
         fund("fund, 2 datasets", "job 2", ids[:2])
         fund("fund, 5 datasets", "job 5", fresh_listings("b", 5))
         fund(None, "job warm-up", fresh_listings("w", 1))
-        fund(None, "job 20", fresh_listings("c", 20))
+        for attestations in (2, 3):
+            for payees in (1, 5, 20):
+                fund(
+                    None,
+                    f"job {payees}/{attestations}",
+                    fresh_listings(f"c{payees}/{attestations}", payees),
+                )
         fund(None, "job withdraw", ids[:1])
         fund(None, "job credited", ids[:1])
 
-        def settle(label: str, job_label: str):
+        def settle(label: str, job_label: str, attestations: int = 2):
             job = jobs[job_label]
             payees = len(job[6])
             to_payees = job[2] - job[3]
             amounts = [to_payees // payees] * payees
             amounts[0] += to_payees - sum(amounts)
-            call = escrow.functions.settle(job, amounts, MODEL_CID, keccak(text="report"))
-            self.measure(label, 60_000 + 25_000 * payees, call, self.operator)
+            report = keccak(text="report")
+            signatures = [attest(v, job, amounts, report) for v in self.validators[:attestations]]
+            call = escrow.functions.settle(job, amounts, MODEL_CID, report, signatures)
+            target = 60_000 + 25_000 * payees + 10_000 * attestations
+            self.measure(label, target, call, self.operator)
 
-        settle("settle, first ever, 1 payee (fees held share a set slot)", "job warm-up")
-        settle("settle, 1 fresh payee", "job 1")
-        settle("settle, 5 fresh payees", "job 5")
-        settle("settle, 20 fresh payees", "job 20")
-        settle("settle, 1 payee (balance 0 -> x)", "job withdraw")
-        settle("settle, 1 payee already credited", "job credited")
+        settle("settle, first ever, 1 payee, 2 attestations (fees held share a set slot)",
+               "job warm-up")  # fmt: skip
+        for attestations in (2, 3):
+            for payees in (1, 5, 20):
+                label = (
+                    f"settle, {payees} fresh payee{'s' * (payees > 1)}, {attestations} attestations"
+                )
+                settle(label, f"job {payees}/{attestations}", attestations)
+        settle("settle, 1 payee (balance 0 -> x), 2 attestations", "job withdraw")
+        settle("settle, 1 payee already credited, 2 attestations", "job credited")
 
         self.measure("withdraw", 40_000, escrow.functions.withdraw(), self.owners[0])
+        self.measure(
+            "withdraw by a validator (its fee shares)",
+            40_000,
+            escrow.functions.withdraw(),
+            self.validators[0].address,
+        )
+
+        # Validators: stake, unbonding, slashing.
+        leaving = self.dev_account(LEAVING_ACCOUNT).address
+        self.measure("stake, a new validator", 50_000, escrow.functions.stake(), leaving, MIN_STAKE)
+        self.measure("requestUnstake", 35_000, escrow.functions.requestUnstake(), leaving)
+        self.w3.provider.make_request("evm_increaseTime", [UNBONDING_DELAY])
+        self.w3.provider.make_request("evm_mine", [])
+        self.measure("withdrawStake", 40_000, escrow.functions.withdrawStake(), leaving)
+
+        slashed = self.dev_account(SLASHED_ACCOUNT)
+        self.send(escrow.functions.stake(), slashed.address, MIN_STAKE)
+        job_id, payouts = keccak(text="equivocated job"), keccak(text="payouts")
+        first, second = keccak(text="report 1"), keccak(text="report 2")
+        call = escrow.functions.slash(
+            job_id, first, payouts, self.attestation(escrow, slashed, job_id, first, payouts),
+            second, payouts, self.attestation(escrow, slashed, job_id, second, payouts),
+        )  # fmt: skip
+        self.measure("slash, reporter with no balance yet", 100_000, call, self.buyer)
+
+    def attestation(self, escrow, validator, job_id: bytes, report: bytes, payouts: bytes):
+        """`validator`'s EIP-712 attestation of a job's report and payouts hash."""
+        return Account.sign_typed_data(
+            validator.key,
+            domain_data={
+                "name": "TrainingEscrow",
+                "version": "2",
+                "chainId": self.w3.eth.chain_id,
+                "verifyingContract": escrow.address,
+            },
+            message_types=ATTESTATION_TYPES,
+            message_data={"jobId": job_id, "reportHash": report, "payoutsHash": payouts},
+        ).signature
 
     def print_table(self) -> bool:
         width = max(len(label) for label, _, _ in self.rows)

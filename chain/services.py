@@ -11,6 +11,7 @@ from web3 import Web3
 from chain.client import PRODUCT_CONTRACTS, bytecode_sha256, contract_at, load_artifact
 from chain.models import ChainTransaction, Deployment
 from chain.sender import TransactionSender
+from chain.wrappers import ValidatorTerms
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +29,14 @@ def _constructor_args(name: str, *, admin: str, operator: str, deployed: dict[st
             settings.ESCROW_COMPUTE_FEE_WEI,
             settings.ESCROW_FEE_BPS,
             settings.ESCROW_REFUND_DELAY_SECONDS,
+            ValidatorTerms(
+                min_stake_wei=settings.ESCROW_MIN_STAKE_WEI,
+                quorum=settings.ESCROW_QUORUM,
+                validators_per_run=settings.ESCROW_VALIDATORS_PER_RUN,
+                unbonding_delay_seconds=settings.ESCROW_UNBONDING_DELAY_SECONDS,
+                validator_fee_bps=settings.ESCROW_VALIDATOR_FEE_BPS,
+                slash_reward_bps=settings.ESCROW_SLASH_REWARD_BPS,
+            ).as_tuple(),
         ]
     return []
 

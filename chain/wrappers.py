@@ -5,12 +5,14 @@ transaction requests (`to`, `data`, `value`) so no wallet needs our ABI."""
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
+from typing import NamedTuple
 
 from django.conf import settings
 from web3 import Web3
 from web3.contract import Contract
 
-from chain.client import deployed_addresses, deployed_contract, get_web3, web3_for
+from chain.attestations import payouts_hash, recover_attester
+from chain.client import contract_at, deployed_addresses, deployed_contract, get_web3, web3_for
 from chain.events import ChainEvent, _plain, decode_receipt
 from chain.sender import SentTransaction, TransactionSender, operator_sender
 
@@ -44,16 +46,34 @@ class Outcome:
 class _Wrapper:
     name = ""
 
-    def __init__(self, w3: Web3, contract: Contract, sender: TransactionSender | None = None):
+    def __init__(
+        self,
+        w3: Web3,
+        contract: Contract,
+        sender: TransactionSender | None = None,
+        *,
+        from_block: int | None = None,
+    ):
         self.w3 = w3
         self.contract = contract
         self.address = contract.address
         self._sender = sender
+        # Where event reads start; None: the deployment block in our database.
+        self._from_block = from_block
+        self._chain_id: int | None = None
 
     @classmethod
     def deployed(cls, w3: Web3 | None = None):
         w3 = w3 or get_web3()
         return cls(w3, deployed_contract(w3, cls.name))
+
+    @classmethod
+    def at(cls, w3: Web3, address: str, *, from_block: int = 0):
+        """The contract at `address`, for a process without the marketplace database (a
+        validator node): its event reads start at `from_block` (the deployment block, if known)."""
+        wrapper = cls(w3, contract_at(w3, cls.name, address), from_block=from_block)
+        wrapper._chain_id = w3.eth.chain_id
+        return wrapper
 
     @classmethod
     def for_requests(cls):
@@ -68,18 +88,31 @@ class _Wrapper:
             self._sender = operator_sender(self.w3)
         return self._sender
 
-    def _events(self, event: str, **argument_filters) -> list[ChainEvent]:
-        """Our contract's `event` logs matching indexed arguments, from its deployment block on."""
+    def _start_block(self) -> int:
+        if self._from_block is not None:
+            return self._from_block
         from chain.models import Deployment
 
-        start = (
+        return (
             Deployment.objects.filter(address=self.address)
             .values_list("block_number", flat=True)
             .first()
             or 0
         )
+
+    def _events(
+        self,
+        event: str,
+        *,
+        from_block: int | None = None,
+        to_block: int | str = "latest",
+        **argument_filters,
+    ) -> list[ChainEvent]:
+        """Our contract's `event` logs matching indexed arguments, from `from_block` (default: its
+        deployment block) to `to_block`."""
+        start = self._start_block() if from_block is None else from_block
         logs = getattr(self.contract.events, event)().get_logs(
-            from_block=start, argument_filters=argument_filters
+            from_block=start, to_block=to_block, argument_filters=argument_filters
         )
         return [
             ChainEvent(
@@ -96,7 +129,8 @@ class _Wrapper:
 
     def request(self, function: str, *args, value: int = 0) -> TxRequest:
         data = self.contract.encode_abi(function, args=list(args))
-        return TxRequest(settings.CHAIN_ID, self.address, data, value)
+        chain_id = settings.CHAIN_ID if self._chain_id is None else self._chain_id
+        return TxRequest(chain_id, self.address, data, value)
 
     def _send(self, intent: str, function: str, *args) -> Outcome:
         data = self.contract.encode_abi(function, args=list(args))
@@ -287,6 +321,47 @@ class JobState:
     NONE, FUNDED, SETTLED, REFUNDED = 0, 1, 2, 3
 
 
+@dataclass(frozen=True)
+class ValidatorTerms:
+    """What the escrow asks of validators: a settlement needs `quorum` attestations of the
+    `validators_per_run` validators that re-compute a run; attesters share `validator_fee_bps` of
+    the job's fee; whoever proves an equivocation gets `slash_reward_bps` of the stake."""
+
+    min_stake_wei: int
+    quorum: int
+    validators_per_run: int
+    unbonding_delay_seconds: int
+    validator_fee_bps: int
+    slash_reward_bps: int
+
+    def as_tuple(self) -> tuple:
+        """The constructor's `ValidatorTerms` struct, in its field order."""
+        return (
+            self.min_stake_wei, self.unbonding_delay_seconds, self.quorum,
+            self.validators_per_run, self.validator_fee_bps, self.slash_reward_bps,
+        )  # fmt: skip
+
+
+class ValidatorStatus:
+    NONE, ACTIVE, LEAVING, REMOVED = 0, 1, 2, 3
+
+
+@dataclass(frozen=True)
+class ValidatorState:
+    address: str
+    stake_wei: int
+    status: int  # ValidatorStatus
+    available_at: int  # when a leaving validator may withdraw its stake (0 otherwise)
+
+
+class Attestation(NamedTuple):
+    """What a validator signed for a job (one side of an equivocation, for `slash_request`)."""
+
+    report_hash: bytes
+    payouts_hash: bytes
+    signature: bytes
+
+
 def settle_intent(job_id: bytes) -> str:
     """The sender's intent of a job's settlement: one transaction per job."""
     return f"settle:{job_id.hex()}"
@@ -313,9 +388,35 @@ class TrainingEscrow(_Wrapper):
     def fees_held(self) -> int:
         return self.contract.functions.feesHeld().call()
 
+    def validator_terms(self) -> ValidatorTerms:
+        functions = self.contract.functions
+        return ValidatorTerms(
+            min_stake_wei=functions.minStake().call(),
+            quorum=functions.quorum().call(),
+            validators_per_run=functions.validatorsPerRun().call(),
+            unbonding_delay_seconds=functions.unbondingDelay().call(),
+            validator_fee_bps=functions.validatorFeeBps().call(),
+            slash_reward_bps=functions.slashRewardBps().call(),
+        )
+
+    def validator_of(self, address: str) -> ValidatorState:
+        address = Web3.to_checksum_address(address)
+        stake, status, available_at = self.contract.functions.validatorOf(address).call()
+        return ValidatorState(address, stake, status, available_at)
+
+    def is_validator(self, address: str) -> bool:
+        """Whether `address`'s attestations count now (staked enough, not removed)."""
+        return self.contract.functions.isValidator(Web3.to_checksum_address(address)).call()
+
+    def stake_burned(self) -> int:
+        """Wei of slashed stakes locked in the escrow for good."""
+        return self.contract.functions.stakeBurned().call()
+
     def job_events(self, job_id: bytes, *, buyer: str | None = None) -> list[ChainEvent]:
-        """A job's lineage on-chain: JobFunded, PayeeCredited..., JobSettled or JobRefunded; with
-        `buyer`, only that buyer's job (anyone may fund, and refund, a job under the same id)."""
+        """A job's lineage on-chain: JobFunded, PayeeCredited... (the owners', then the attesting
+        validators'), JobSettled (which names the validators) or JobRefunded, and Slashed for a
+        validator that equivocated on it; with `buyer`, only that buyer's job (anyone may fund,
+        and refund, a job under the same id)."""
         by_buyer = {} if buyer is None else {"buyer": Web3.to_checksum_address(buyer)}
         events = [
             *self._events("JobFunded", jobId=job_id, **by_buyer),
@@ -323,6 +424,7 @@ class TrainingEscrow(_Wrapper):
             *self._events("PayeeCredited", jobId=job_id),
             *self._events("JobSettled", jobId=job_id, **by_buyer),
             *self._events("JobRefunded", jobId=job_id, **by_buyer),
+            *self._events("Slashed", jobId=job_id),
         ]
         return sorted(events, key=lambda e: (e.block_number, e.log_index))
 
@@ -331,15 +433,69 @@ class TrainingEscrow(_Wrapper):
         return self.request("fund", job_id, dataset_ids, value=self.quote(dataset_ids).price_wei)
 
     def withdraw_request(self) -> TxRequest:
+        """Everything the caller is owed: payouts, refunds, validator fees, slashing rewards."""
         return self.request("withdraw")
 
+    # A validator's (or anyone's) own wallet.
+
+    def stake_request(self, value_wei: int) -> TxRequest:
+        """Adds `value_wei` to the caller's stake (the result must reach the minimum stake)."""
+        return self.request("stake", value=value_wei)
+
+    def request_unstake_request(self) -> TxRequest:
+        return self.request("requestUnstake")
+
+    def withdraw_stake_request(self) -> TxRequest:
+        return self.request("withdrawStake")
+
+    def slash_request(
+        self,
+        job_id: bytes,
+        a: Attestation | tuple[bytes, bytes, bytes],
+        b: Attestation | tuple[bytes, bytes, bytes],
+    ) -> TxRequest:
+        """Slashes the validator that signed both `a` and `b`, two different (report hash,
+        payouts hash, signature) for `job_id`; the caller is credited the reporter's reward."""
+        return self.request("slash", job_id, *tuple(a), *tuple(b))
+
     def settle(
-        self, *, job: JobTerms, amounts: list[int], model_cid: str, report_hash: bytes
+        self,
+        *,
+        job: JobTerms,
+        amounts: list[int],
+        model_cid: str,
+        report_hash: bytes,
+        signatures: list[bytes],
     ) -> Outcome:
-        """Credit `amounts[i]` to `job.owners[i]`; they add up to the value minus the fee."""
-        return self._send(
-            settle_intent(job.job_id), "settle", job.as_tuple(), amounts, model_cid, report_hash
+        """Credit `amounts[i]` to `job.owners[i]` (they add up to the value minus the fee), on the
+        validators' attestations of exactly these payouts and report: `signatures` in any order,
+        they are sent ordered by signer as the escrow requires."""
+        ordered = self._by_signer(
+            job=job, amounts=amounts, report_hash=report_hash, signatures=signatures
         )
+        return self._send(
+            settle_intent(job.job_id), "settle", job.as_tuple(), amounts, model_cid, report_hash,
+            ordered,
+        )  # fmt: skip
+
+    def _by_signer(
+        self, *, job: JobTerms, amounts: list[int], report_hash: bytes, signatures: list[bytes]
+    ) -> list[bytes]:
+        """`signatures` ordered by the address each recovers to, ascending."""
+        attested = payouts_hash(list(job.owners), amounts)
+        chain_id = settings.CHAIN_ID if self._chain_id is None else self._chain_id
+
+        def signer(signature: bytes) -> int:
+            try:
+                address = recover_attester(
+                    signature, chain_id=chain_id, escrow=self.address, job_id=job.job_id,
+                    report_hash=report_hash, payouts_hash=attested,
+                )  # fmt: skip
+            except Exception:  # noqa: BLE001 - malformed: the escrow refuses it with its reason
+                return 0
+            return int(address, 16)
+
+        return sorted((bytes(s) for s in signatures), key=signer)
 
     def refund(self, *, job: JobTerms) -> Outcome:
         return self._send(f"refund:{job.job_id.hex()}", "refund", job.as_tuple())

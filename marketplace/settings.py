@@ -216,6 +216,21 @@ ESCROW_FEE_BPS = env_int("ESCROW_FEE_BPS", 500, minimum=0, maximum=2_000)
 ESCROW_REFUND_DELAY_SECONDS = env_int(
     "ESCROW_REFUND_DELAY_SECONDS", 86400, minimum=60, maximum=30 * 86400
 )
+# Validator terms written into the escrow when it is deployed (the admin may change them later
+# with setValidatorTerms). A settlement needs ESCROW_QUORUM attestations from staked validators, of
+# the ESCROW_VALIDATORS_PER_RUN asked to re-compute each run; each stakes ESCROW_MIN_STAKE_WEI.
+ESCROW_MIN_STAKE_WEI = env_int("ESCROW_MIN_STAKE_WEI", 10**18, minimum=1, maximum=2**96 - 1)
+# Seconds between a validator's unstake request and the withdrawal of its stake, during which it
+# can still be slashed: long enough for a conflicting attestation to come to light (<= 30 days).
+ESCROW_UNBONDING_DELAY_SECONDS = env_int(
+    "ESCROW_UNBONDING_DELAY_SECONDS", 7 * 86400, minimum=3600, maximum=30 * 86400
+)
+ESCROW_VALIDATORS_PER_RUN = env_int("ESCROW_VALIDATORS_PER_RUN", 3, minimum=1, maximum=255)
+ESCROW_QUORUM = env_int("ESCROW_QUORUM", 2, minimum=1, maximum=ESCROW_VALIDATORS_PER_RUN)
+# The attesting validators' share of a job's fee, split equally among them (3000: 30 %).
+ESCROW_VALIDATOR_FEE_BPS = env_int("ESCROW_VALIDATOR_FEE_BPS", 3000, minimum=0, maximum=10_000)
+# The share of a slashed stake credited to whoever proved the equivocation; the rest is burned.
+ESCROW_SLASH_REWARD_BPS = env_int("ESCROW_SLASH_REWARD_BPS", 5000, minimum=0, maximum=10_000)
 
 # The RPC URL the browser's dev wallet talks to (only used on the dev chain).
 # Empty: the same as CHAIN_RPC_URL.

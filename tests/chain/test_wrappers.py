@@ -1,14 +1,15 @@
 """The Python side of the contracts, end to end on anvil: gasless listing relayed by the operator,
-a buyer funding a job from their own wallet, settlement, withdrawal and refund."""
+a buyer funding a job from their own wallet, settlement on the validators' attestations,
+withdrawal and refund."""
 
 import os
 import time
 
 import pytest
 from eth_account import Account
-from web3 import Web3
 from web3.exceptions import ContractCustomError
 
+from chain.attestations import payouts_hash, sign_attestation
 from chain.client import decode_revert, deployed_addresses, get_web3
 from chain.events import decode_receipt
 from chain.wrappers import (
@@ -18,7 +19,9 @@ from chain.wrappers import (
     JobTerms,
     ListingTerms,
     TrainingEscrow,
+    ValidatorTerms,
 )
+from tests.chain.conftest import wallet_send
 
 # anvil's well-known dev accounts 1 and 2 (test only).
 OWNER_KEY = "0x59c6995e998f97a5a0044966f0945389dc9e86dae88c7a8412f4603b6b78690d"
@@ -28,12 +31,22 @@ BUYER = "0x3C44CdDdB6a900fa2b585dd299e03d12FA4293BC"
 pytestmark = pytest.mark.django_db
 
 
-def wallet_send(w3: Web3, sender: str, request) -> dict:
-    """What a user's wallet does with a TxRequest (anvil signs for its dev accounts)."""
-    tx_hash = w3.eth.send_transaction(
-        {"from": sender, "to": request.to, "data": request.data, "value": request.value_wei}
-    )
-    return w3.eth.wait_for_transaction_receipt(tx_hash)
+def attest(
+    escrow: TrainingEscrow, validators, job: JobTerms, amounts: list[int], report_hash: bytes
+) -> list[bytes]:
+    """The validators' attestations of the job's payouts and report, as each signs it."""
+    payouts = payouts_hash(list(job.owners), amounts)
+    return [
+        sign_attestation(
+            v.key,
+            chain_id=escrow.w3.eth.chain_id,
+            escrow=escrow.address,
+            job_id=job.job_id,
+            report_hash=report_hash,
+            payouts_hash=payouts,
+        )  # fmt: skip
+        for v in validators
+    ]
 
 
 def list_dataset(registry: DatasetRegistry, price_wei: int, cid: str) -> int:
@@ -88,7 +101,7 @@ def test_a_listing_signed_by_another_key_is_refused_with_a_reason(contracts):
     assert registry.listing_count() == count_before
 
 
-def test_fund_settle_withdraw_moves_exactly_the_escrowed_wei(contracts):
+def test_fund_settle_withdraw_moves_exactly_the_escrowed_wei(contracts, dev_validators):
     w3 = get_web3()
     registry, escrow = DatasetRegistry.deployed(w3), TrainingEscrow.deployed(w3)
     dataset_id = list_dataset(registry, 2 * 10**16, "bafy-settle")
@@ -107,20 +120,31 @@ def test_fund_settle_withdraw_moves_exactly_the_escrowed_wei(contracts):
 
     payout = job.value_wei - job.fee_wei
     assert job.dataset_ids == (dataset_id,) and job.owners == (OWNER,)
+    # All three attest, in no particular order: settle sends them ordered by signer.
+    by_address = sorted(dev_validators, key=lambda v: int(v.address, 16))
+    signatures = attest(escrow, reversed(by_address), job, [payout], b"\x55" * 32)
+    earned_before = [escrow.balance_of(v.address) for v in by_address]
     settled = escrow.settle(
-        job=job, amounts=[payout], model_cid="bafy-model", report_hash=b"\x55" * 32
-    )
+        job=job, amounts=[payout], model_cid="bafy-model", report_hash=b"\x55" * 32,
+        signatures=signatures,
+    )  # fmt: skip
     again = escrow.settle(
-        job=job, amounts=[payout], model_cid="bafy-model", report_hash=b"\x55" * 32
-    )
+        job=job, amounts=[payout], model_cid="bafy-model", report_hash=b"\x55" * 32,
+        signatures=signatures,
+    )  # fmt: skip
 
     assert again.tx_hash == settled.tx_hash  # the same intent is never sent twice
-    assert settled.event("PayeeCredited").args == {
-        "payee": OWNER,
-        "jobId": "0x" + job_id.hex(),
-        "amount": payout,
-    }
+    assert settled.succeeded
+    share = job.fee_wei * escrow.validator_terms().validator_fee_bps // 10_000 // 3
+    credits = [e.args for e in settled.events if e.name == "PayeeCredited"]
+    assert credits == [
+        {"payee": OWNER, "jobId": "0x" + job_id.hex(), "amount": payout},
+        *({"payee": v.address, "jobId": "0x" + job_id.hex(), "amount": share} for v in by_address),
+    ]
+    assert [escrow.balance_of(v.address) for v in by_address] == [e + share for e in earned_before]
     assert settled.event("JobSettled").args["modelCid"] == "bafy-model"
+    assert settled.event("JobSettled").args["validators"] == [v.address for v in by_address]
+    assert settled.event("JobSettled").args["fee"] == job.fee_wei - 3 * share
     assert escrow.job_state(job_id, buyer=BUYER) == JobState.SETTLED
     assert escrow.balance_of(OWNER) >= payout
 
@@ -169,16 +193,17 @@ def test_identity_attribute_set_from_the_users_wallet_is_decoded(contracts):
     assert identity.identity_owner(OWNER) == OWNER
 
 
-def test_listing_and_job_lineage_are_read_back_from_events(contracts):
+def test_listing_and_job_lineage_are_read_back_from_events(contracts, dev_validators):
     w3 = get_web3()
     registry, escrow = DatasetRegistry.deployed(w3), TrainingEscrow.deployed(w3)
     dataset_id = list_dataset(registry, 3 * 10**15, "bafy-lineage")
     job_id = os.urandom(32)
     receipt = wallet_send(w3, BUYER, escrow.fund_request(job_id, [dataset_id]))
     job = JobTerms.from_event(decode_receipt(w3, receipt, deployed_addresses())[0])
+    amounts = [job.value_wei - job.fee_wei]
     escrow.settle(
-        job=job, amounts=[job.value_wei - job.fee_wei], model_cid="bafy-lineage-model",
-        report_hash=b"\x66" * 32,
+        job=job, amounts=amounts, model_cid="bafy-lineage-model", report_hash=b"\x66" * 32,
+        signatures=attest(escrow, dev_validators[:2], job, amounts, b"\x66" * 32),
     )  # fmt: skip
 
     listed = registry.listed_event(dataset_id)
@@ -186,12 +211,15 @@ def test_listing_and_job_lineage_are_read_back_from_events(contracts):
 
     assert listed.args["cid"] == "bafy-lineage" and listed.args["owner"] == OWNER
     assert registry.listed_event(10**9) is None
-    assert [e.name for e in lineage] == ["JobFunded", "PayeeCredited", "JobSettled"]
+    attesters = sorted(v.address for v in dev_validators[:2])
+    assert [e.name for e in lineage] == ["JobFunded", *["PayeeCredited"] * 3, "JobSettled"]
+    assert [e.args["payee"] for e in lineage[1:4]] == [OWNER, *attesters]
     assert lineage[0].args["datasetIds"] == [dataset_id]
     assert lineage[0].args["owners"] == [OWNER]
-    assert lineage[2].args["buyer"] == BUYER
-    assert lineage[2].args["modelCid"] == "bafy-lineage-model"
-    assert lineage[2].args["reportHash"] == "0x" + "66" * 32
+    assert lineage[4].args["buyer"] == BUYER
+    assert lineage[4].args["modelCid"] == "bafy-lineage-model"
+    assert lineage[4].args["reportHash"] == "0x" + "66" * 32
+    assert lineage[4].args["validators"] == attesters
 
 
 def test_the_keys_are_the_dev_accounts_after_the_users_and_hold_one_role_each(contracts):
@@ -208,3 +236,34 @@ def test_the_keys_are_the_dev_accounts_after_the_users_and_hold_one_role_each(co
     assert escrow.contract.functions.hasRole(operator_role, admin).call() is False
     assert escrow.contract.functions.hasRole(admin_role, operator).call() is False
     assert escrow.contract.functions.hasRole(operator_role, accounts[0]).call() is False
+
+
+def test_a_settlement_without_a_quorum_is_refused_with_a_reason(contracts, dev_validators):
+    w3 = get_web3()
+    registry, escrow = DatasetRegistry.deployed(w3), TrainingEscrow.deployed(w3)
+    dataset_id = list_dataset(registry, 10**16, "bafy-no-quorum")
+    receipt = wallet_send(w3, BUYER, escrow.fund_request(os.urandom(32), [dataset_id]))
+    job = JobTerms.from_event(decode_receipt(w3, receipt, deployed_addresses())[0])
+    amounts = [job.value_wei - job.fee_wei]
+
+    with pytest.raises(ContractCustomError) as raised:
+        escrow.settle(
+            job=job, amounts=amounts, model_cid="bafy-model", report_hash=b"\x77" * 32,
+            signatures=attest(escrow, dev_validators[:1], job, amounts, b"\x77" * 32),
+        )  # fmt: skip
+
+    assert decode_revert(raised.value) == ("QuorumNotReached", (1, escrow.validator_terms().quorum))
+    assert escrow.job_state(job.job_id, buyer=BUYER) == JobState.FUNDED
+
+
+def test_the_validator_terms_are_the_settings(contracts):
+    from django.conf import settings
+
+    assert TrainingEscrow.deployed().validator_terms() == ValidatorTerms(
+        min_stake_wei=settings.ESCROW_MIN_STAKE_WEI,
+        quorum=settings.ESCROW_QUORUM,
+        validators_per_run=settings.ESCROW_VALIDATORS_PER_RUN,
+        unbonding_delay_seconds=settings.ESCROW_UNBONDING_DELAY_SECONDS,
+        validator_fee_bps=settings.ESCROW_VALIDATOR_FEE_BPS,
+        slash_reward_bps=settings.ESCROW_SLASH_REWARD_BPS,
+    )

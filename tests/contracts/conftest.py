@@ -23,6 +23,8 @@ from web3.contract import Contract
 from web3.exceptions import ContractCustomError
 from web3.types import TxReceipt
 
+from tests.contracts.signing import payouts_hash, sign_attestation
+
 ROOT = Path(__file__).resolve().parents[2]
 BUILD_DIR = ROOT / "chain" / "contracts" / "build"
 # anvil's public test mnemonic; its keys are used to sign typed data in tests only.
@@ -200,6 +202,28 @@ COMPUTE_FEE = Web3.to_wei(0.01, "ether")
 FEE_BPS = 500  # 5 %
 REFUND_DELAY = 3 * 24 * 3600
 
+MIN_STAKE = 10**18
+UNBONDING_DELAY = 7 * 24 * 3600
+QUORUM = 2
+VALIDATORS_PER_RUN = 3
+VALIDATOR_FEE_BPS = 3_000  # 30 % of a job's fee, split among its attesters
+SLASH_REWARD_BPS = 5_000
+VALIDATOR_TERMS = (
+    MIN_STAKE, UNBONDING_DELAY, QUORUM, VALIDATORS_PER_RUN, VALIDATOR_FEE_BPS, SLASH_REWARD_BPS,
+)  # fmt: skip
+# The dev validators: anvil accounts 12-14 (10 and 11 are the marketplace's operator and admin).
+VALIDATOR_ACCOUNTS = (12, 13, 14)
+MODEL_CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
+REPORT_HASH = keccak(text="valuation report")
+
+
+@pytest.fixture(scope="session")
+def validators(w3: Web3) -> list[LocalAccount]:
+    """The dev validators, ascending by address (the order `settle` takes attestations in)."""
+    accounts = [dev_account(i) for i in VALIDATOR_ACCOUNTS]
+    assert all(a.address in w3.eth.accounts for a in accounts)
+    return sorted(accounts, key=lambda a: int(a.address, 16))
+
 
 @dataclass
 class Market:
@@ -208,6 +232,36 @@ class Market:
     registry: Contract
     escrow: Contract
     actors: Actors
+    validators: list[LocalAccount]
+    staked: int = 0  # wei the test staked into the escrow (and did not take back)
+
+    def stake(self, validator: str, value: int = MIN_STAKE) -> TxReceipt:
+        receipt = self.chain.transact(self.escrow.functions.stake(), validator, value)
+        self.staked += value
+        return receipt
+
+    def attest(
+        self, signer: LocalAccount, job: tuple, amounts: list[int], report_hash: bytes = REPORT_HASH
+    ) -> bytes:
+        """`signer`'s attestation of the job's payouts and report."""
+        return sign_attestation(
+            signer, self.escrow.address, job[0], report_hash, payouts_hash(job[6], amounts)
+        )
+
+    def settle_call(
+        self,
+        job: tuple,
+        amounts: list[int],
+        *,
+        signers: list[LocalAccount] | None = None,
+        report_hash: bytes = REPORT_HASH,
+        model_cid: str = MODEL_CID,
+    ):
+        """`settle` attested by `signers` (default: a quorum of the dev validators), in their
+        ascending order."""
+        signers = self.validators[:QUORUM] if signers is None else signers
+        signatures = [self.attest(v, job, amounts, report_hash) for v in signers]
+        return self.escrow.functions.settle(job, amounts, model_cid, report_hash, signatures)
 
     def list_dataset(
         self, owner: str, price: int, *, cid: str = "bafkreidatasetcid", parent_id: int = 0
@@ -219,6 +273,14 @@ class Market:
             owner,
         )
         return events(self.registry, receipt, "DatasetListed")[0]["listingId"]
+
+    def validator_share(self, job: tuple, attesters: int = QUORUM) -> int:
+        """What each of `attesters` validators is credited for settling `job`."""
+        return job[3] * VALIDATOR_FEE_BPS // 10_000 // attesters
+
+    def kept_fee(self, job: tuple, attesters: int = QUORUM) -> int:
+        """The part of the job's fee the marketplace keeps once the attesters are paid."""
+        return job[3] - self.validator_share(job, attesters) * attesters
 
     def fund(self, job_id: bytes, dataset_ids: list[int], buyer: str | None = None):
         """Funds a job at its quoted price; returns (receipt, Job tuple for settle/refund)."""
@@ -237,10 +299,17 @@ def job_terms(funded: dict[str, Any]) -> tuple:
 
 
 @pytest.fixture
-def deploy_market(chain: Chain, actors: Actors) -> Callable[..., Market]:
+def deploy_market(
+    chain: Chain, actors: Actors, validators: list[LocalAccount]
+) -> Callable[..., Market]:
     def deploy(
-        compute_fee: int = COMPUTE_FEE, fee_bps: int = FEE_BPS, refund_delay: int = REFUND_DELAY
+        compute_fee: int = COMPUTE_FEE,
+        fee_bps: int = FEE_BPS,
+        refund_delay: int = REFUND_DELAY,
+        validator_terms: tuple = VALIDATOR_TERMS,
+        stake: bool = True,
     ) -> Market:
+        """The three contracts; with `stake`, the dev validators have staked the minimum."""
         admin = actors.admin.address
         identity = chain.deploy("IdentityRegistry", sender=admin)
         registry = chain.deploy("DatasetRegistry", sender=admin)
@@ -252,9 +321,14 @@ def deploy_market(chain: Chain, actors: Actors) -> Callable[..., Market]:
             compute_fee,
             fee_bps,
             refund_delay,
+            validator_terms,
             sender=admin,
         )
-        return Market(chain, identity, registry, escrow, actors)
+        market = Market(chain, identity, registry, escrow, actors, validators)
+        if stake:
+            for validator in validators:
+                market.stake(validator.address, validator_terms[0])
+        return market
 
     return deploy
 

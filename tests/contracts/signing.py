@@ -1,9 +1,11 @@
-"""EIP-712 signing of the DatasetRegistry's relayed calls, as a wallet would do it (tests only)."""
+"""EIP-712 signing as a wallet would do it (tests only): the DatasetRegistry's relayed calls and
+the validators' attestations of a training run for the TrainingEscrow."""
 
 from __future__ import annotations
 
 from typing import Any
 
+from eth_abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
@@ -69,3 +71,39 @@ def sign(
 def fresh_account(label: str) -> LocalAccount:
     """A deterministic key that has never been used on the chain (no ETH needed: it only signs)."""
     return Account.from_key(keccak(text=f"marketplace test account {label}"))
+
+
+ATTESTATION_TYPES = {
+    "Attestation": [
+        {"name": "jobId", "type": "bytes32"},
+        {"name": "reportHash", "type": "bytes32"},
+        {"name": "payoutsHash", "type": "bytes32"},
+    ]
+}
+
+
+def payouts_hash(payees: list[str], amounts: list[int]) -> bytes:
+    return keccak(encode(["address[]", "uint256[]"], [list(payees), list(amounts)]))
+
+
+def sign_attestation(
+    signer: LocalAccount,
+    escrow_address: str,
+    job_id: bytes,
+    report_hash: bytes,
+    payouts: bytes,
+    chain_id: int = CHAIN_ID,
+) -> bytes:
+    """A validator's attestation of a job's report and payouts (its payouts hash)."""
+    signed = Account.sign_typed_data(
+        signer.key,
+        domain_data={
+            "name": "TrainingEscrow",
+            "version": "2",
+            "chainId": chain_id,
+            "verifyingContract": escrow_address,
+        },
+        message_types=ATTESTATION_TYPES,
+        message_data={"jobId": job_id, "reportHash": report_hash, "payoutsHash": payouts},
+    )
+    return bytes(signed.signature)

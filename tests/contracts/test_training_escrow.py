@@ -1,5 +1,7 @@
 """TrainingEscrow: quote, fund, settle, refund, pull withdrawals, fees, roles, reentrancy, and
-the attacks v2 closes (a stranger funding a buyer's job id, a payee outside the job)."""
+the attacks v2 closes (a stranger funding a buyer's job id, a payee outside the job). Every
+settlement here is attested by a quorum of the dev validators; tests/contracts/test_validators.py
+covers staking, attestations and slashing."""
 
 from __future__ import annotations
 
@@ -10,7 +12,10 @@ from web3 import Web3
 from tests.contracts.conftest import (
     COMPUTE_FEE,
     FEE_BPS,
+    MODEL_CID,
     REFUND_DELAY,
+    REPORT_HASH,
+    VALIDATOR_TERMS,
     Market,
     events,
     job_terms,
@@ -21,8 +26,6 @@ ETH = 10**18
 PRICES = (ETH, 2 * ETH, 3 * ETH)
 OPERATOR_ROLE = Web3.keccak(text="OPERATOR_ROLE")
 ADMIN_ROLE = b"\x00" * 32
-MODEL_CID = "bafybeigdyrzt5sfp7udm7hu76uh7y26nf3efuylqabf3oclgtqy55fbzdi"
-REPORT_HASH = keccak(text="valuation report")
 NONE, FUNDED, SETTLED, REFUNDED = 0, 1, 2, 3
 MAX_FEE_BPS = 2_000
 MAX_REFUND_DELAY = 30 * 86400
@@ -55,7 +58,8 @@ def split(market: Market, job: tuple) -> tuple[list[str], list[int]]:
 
 
 def settle_call(market: Market, job: tuple, amounts: list[int]):
-    return market.escrow.functions.settle(job, amounts, MODEL_CID, REPORT_HASH)
+    """`settle` attested by a quorum of the validators."""
+    return market.settle_call(job, amounts)
 
 
 # --- deploy
@@ -71,10 +75,15 @@ def test_constructor_sets_roles_and_packed_fees(market: Market):
     assert escrow.fees().call() == [COMPUTE_FEE, FEE_BPS, REFUND_DELAY]
     assert escrow.MAX_FEE_BPS().call() == MAX_FEE_BPS
     assert escrow.MAX_REFUND_DELAY().call() == MAX_REFUND_DELAY
-    # computeFee | feeBps << 96 | refundDelay << 112 | feesHeld << 144 in a single slot.
-    slot = 1  # AccessControl._roles is slot 0
+    # computeFee | feeBps << 96 | refundDelay << 112 | unbondingDelay << 144 |
+    # validatorsPerRun << 176 | slashRewardBps << 184 in a single slot.
+    slot = 3  # AccessControl._roles is slot 0, EIP712's fallback name and version 1 and 2
     word = int.from_bytes(market.chain.w3.eth.get_storage_at(market.escrow.address, slot))
-    assert word == COMPUTE_FEE | FEE_BPS << 96 | REFUND_DELAY << 112
+    _min_stake, unbonding, _quorum, per_run, _validator_fee_bps, slash_bps = VALIDATOR_TERMS
+    assert word == (
+        COMPUTE_FEE | FEE_BPS << 96 | REFUND_DELAY << 112 | unbonding << 144 | per_run << 176
+        | slash_bps << 184
+    )  # fmt: skip
 
 
 @pytest.mark.parametrize(
@@ -100,6 +109,7 @@ def test_constructor_rejects_bad_configuration(market: Market, args, error, erro
         "compute_fee": COMPUTE_FEE,
         "fee_bps": FEE_BPS,
         "refund_delay": REFUND_DELAY,
+        "validator_terms": VALIDATOR_TERMS,
         **args,
     }
     if values.pop("same_key", False):
@@ -145,7 +155,7 @@ def test_fund_with_the_exact_price(listed: Market):
     receipt = listed.chain.transact(listed.escrow.functions.fund(job_id("a"), [1, 2]), buyer, price)
     funded_at = listed.chain.w3.eth.get_block(receipt["blockNumber"])["timestamp"]
 
-    assert listed.chain.balance(listed.escrow.address) == price
+    assert listed.chain.balance(listed.escrow.address) == price + listed.staked
     assert listed.escrow.functions.jobState(buyer, job_id("a")).call() == FUNDED
     assert events(listed.escrow, receipt, "JobFunded") == [
         {
@@ -190,22 +200,31 @@ def test_settle_credits_owners_and_keeps_the_fee(listed: Market):
 
     escrow = listed.escrow.functions
     a = listed.actors
+    attesters = [v.address for v in listed.validators[:2]]
+    share = listed.validator_share(job)
+    assert share == job[3] * 3_000 // 10_000 // 2 > 0
     assert payees == [a.alice.address, a.bob.address, a.carol.address]
     assert escrow.jobState(job[1], job_id("a")).call() == SETTLED
     assert [escrow.balanceOf(p).call() for p in payees] == amounts
-    assert escrow.feesHeld().call() == job[3]
-    assert sum(amounts) + job[3] == job[2] == listed.chain.balance(listed.escrow.address)
+    assert [escrow.balanceOf(v).call() for v in attesters] == [share, share]
+    assert escrow.feesHeld().call() == listed.kept_fee(job) == job[3] - 2 * share
+    assert (
+        sum(amounts) + listed.kept_fee(job) + 2 * share
+        == job[2]
+        == listed.chain.balance(listed.escrow.address) - listed.staked
+    )
     assert events(listed.escrow, receipt, "PayeeCredited") == [
         {"payee": p, "jobId": job_id("a"), "amount": a}
         for p, a in zip(payees, amounts, strict=True)
-    ]
+    ] + [{"payee": v, "jobId": job_id("a"), "amount": share} for v in attesters]
     assert events(listed.escrow, receipt, "JobSettled") == [
         {
             "jobId": job_id("a"),
             "buyer": job[1],
             "modelCid": MODEL_CID,
             "reportHash": REPORT_HASH,
-            "fee": job[3],
+            "fee": listed.kept_fee(job),
+            "validators": attesters,
         }
     ]
 
@@ -324,7 +343,8 @@ def test_prices_and_fees_are_frozen_at_funding(listed: Market):
     assert listed.escrow.functions.quote([1]).call() == [100 + 7, 7 + 20]
     _, amounts = split(listed, job)
     listed.chain.transact(settle_call(listed, job, amounts), operator)
-    assert listed.escrow.functions.feesHeld().call() == expected_quote(ETH)[1]
+    assert job[3] == expected_quote(ETH)[1]
+    assert listed.escrow.functions.feesHeld().call() == listed.kept_fee(job)
     assert amounts == [ETH - ETH * FEE_BPS // 10_000]
 
 
@@ -453,7 +473,10 @@ def test_a_strangers_funding_neither_blocks_nor_counts_for_the_buyer(listed: Mar
     assert escrow.balanceOf(stranger).call() == theirs[2]
     assert escrow.balanceOf(buyer).call() == 0
     assert escrow.jobState(buyer, job_id("a")).call() == SETTLED
-    assert listed.chain.balance(listed.escrow.address) == sum(amounts) + job[3] + theirs[2]
+    assert (
+        listed.chain.balance(listed.escrow.address)
+        == sum(amounts) + job[3] + theirs[2] + listed.staked
+    )
 
 
 def test_a_buyer_cannot_fund_the_same_job_twice(listed: Market):
@@ -545,7 +568,7 @@ def test_withdraw_pays_the_whole_balance_once(listed: Market):
     assert listed.chain.balance(alice) == before + amounts[0] - gas_cost
     assert listed.escrow.functions.balanceOf(alice).call() == 0
     assert events(listed.escrow, receipt, "Withdrawn") == [{"account": alice, "amount": amounts[0]}]
-    assert listed.chain.balance(listed.escrow.address) == job[3]
+    assert listed.chain.balance(listed.escrow.address) == job[3] + listed.staked
     listed.chain.reverts(listed.escrow.functions.withdraw(), alice, "NothingToWithdraw")
 
 
@@ -575,13 +598,16 @@ def test_withdraw_fees(listed: Market):
 
     receipt = listed.chain.transact(escrow.withdrawFees(treasury), admin)
 
-    assert listed.chain.balance(treasury) == before + job[3]
+    kept = listed.kept_fee(job)
+    assert listed.chain.balance(treasury) == before + kept
     assert escrow.feesHeld().call() == 0
-    assert escrow.fees().call() == [COMPUTE_FEE, FEE_BPS, REFUND_DELAY]  # same slot, untouched
-    assert events(listed.escrow, receipt, "FeesWithdrawn") == [{"to": treasury, "amount": job[3]}]
+    assert escrow.fees().call() == [COMPUTE_FEE, FEE_BPS, REFUND_DELAY]  # untouched
+    assert events(listed.escrow, receipt, "FeesWithdrawn") == [{"to": treasury, "amount": kept}]
     listed.chain.reverts(escrow.withdrawFees(treasury), admin, "NothingToWithdraw")
-    # The payees' credits are untouched by the admin's withdrawal.
-    assert listed.chain.balance(listed.escrow.address) == sum(amounts)
+    # The payees' and validators' credits (and the stakes) are untouched by the admin's withdrawal.
+    assert listed.chain.balance(listed.escrow.address) == (
+        sum(amounts) + job[3] - kept + listed.staked
+    )
 
 
 def test_fee_changes_keep_the_fees_held(listed: Market):
@@ -591,7 +617,7 @@ def test_fee_changes_keep_the_fees_held(listed: Market):
     admin = listed.actors.admin.address
     listed.chain.transact(listed.escrow.functions.setFees(3, 7), admin)
     listed.chain.transact(listed.escrow.functions.setRefundDelay(61), admin)
-    assert listed.escrow.functions.feesHeld().call() == job[3]
+    assert listed.escrow.functions.feesHeld().call() == listed.kept_fee(job)
 
 
 # --- roles
@@ -624,7 +650,7 @@ def test_the_escrow_refuses_plain_ether(listed: Market):
         listed.chain.w3.eth.send_transaction(
             {"from": listed.actors.buyer.address, "to": listed.escrow.address, "value": 1}
         )
-    assert listed.chain.balance(listed.escrow.address) == 0
+    assert listed.chain.balance(listed.escrow.address) == listed.staked
 
 
 # --- reentrancy

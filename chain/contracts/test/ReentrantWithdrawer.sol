@@ -5,7 +5,8 @@ import {DatasetRegistry} from "../DatasetRegistry.sol";
 import {TrainingEscrow} from "../TrainingEscrow.sol";
 
 /// @title ReentrantWithdrawer (test only)
-/// @notice A dataset owner / buyer contract that tries to re-enter `TrainingEscrow.withdraw` when paid.
+/// @notice A dataset owner / buyer / validator contract that tries to re-enter the payment it is
+/// receiving (`TrainingEscrow.withdraw`, or `withdrawStake` once it staked) when paid.
 /// Modes: SWALLOW records the failed re-entry and accepts the payment; BUBBLE reverts with the
 /// re-entry's error; REJECT refuses every payment (a buyer that cannot receive ETH).
 contract ReentrantWithdrawer {
@@ -19,6 +20,7 @@ contract ReentrantWithdrawer {
     bool public reentrySucceeded;
     bytes public lastReentryError;
     uint256 public received;
+    bool public unstaking;
 
     error Rejected();
 
@@ -32,6 +34,20 @@ contract ReentrantWithdrawer {
 
     function attack() external {
         escrow.withdraw();
+    }
+
+    function stake() external payable {
+        escrow.stake{value: msg.value}();
+    }
+
+    function requestUnstake() external {
+        escrow.requestUnstake();
+    }
+
+    /// @notice Withdraws its stake, re-entering `withdrawStake` when paid.
+    function attackStake() external {
+        unstaking = true;
+        escrow.withdrawStake();
     }
 
     /// @notice Lists a dataset owned by this contract, so that settlements credit it.
@@ -52,7 +68,10 @@ contract ReentrantWithdrawer {
         received += msg.value;
         if (reentryAttempts == 0) {
             reentryAttempts += 1;
-            (bool ok, bytes memory err) = address(escrow).call(abi.encodeCall(TrainingEscrow.withdraw, ()));
+            bytes memory reentry = unstaking
+                ? abi.encodeCall(TrainingEscrow.withdrawStake, ())
+                : abi.encodeCall(TrainingEscrow.withdraw, ());
+            (bool ok, bytes memory err) = address(escrow).call(reentry);
             reentrySucceeded = ok;
             lastReentryError = err;
             if (!ok && mode == BUBBLE) {
