@@ -2,7 +2,8 @@
 say about the job and its listings, and the run's options) and the datasets' rows to the fitted
 model, the payouts and the valuation report whose hash the settlement records.
 
-Nothing here reads the marketplace's database, broker, settings or master key, so an independent
+Nothing here reads the marketplace's database, broker or master key, and `compute` reads no
+setting either (the chain and IPFS helpers talk to the configured nodes), so an independent
 validator node can re-run a run and sign the report it computes:
 
     terms, block = funded_job(escrow, job_id=..., buyer=...)           # the JobFunded event

@@ -12,7 +12,6 @@ import shutil
 import socket
 import tempfile
 import time
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,11 +19,10 @@ from django.conf import settings
 
 from chain.wrappers import DatasetRegistry, JobTerms, Outcome, TrainingEscrow
 from marketplace.processes import pid_alive
-from training.compute import MIN_ROWS, ListingFacts, RunFailed, RunSpec  # noqa: F401
+from training.compute import MIN_ROWS, ListingFacts, OnStage, RunFailed, RunSpec  # noqa: F401
 from training.models import TrainingRun, TrainingRunDataset
 
 Stage = TrainingRun.Stage
-OnStage = Callable[[str, int | None], None]  # (stage, progress percent or None for its start)
 
 
 @dataclass
