@@ -331,9 +331,12 @@ def row_keys(frame: pd.DataFrame) -> np.ndarray:
     for name in frame.columns:
         series = frame[name]
         try:
-            arrays.append(pa.array(series, from_pandas=True))
+            array = pa.array(series, from_pandas=True)
         except (pa.ArrowInvalid, pa.ArrowTypeError):
-            arrays.append(pa.array(series.map(lambda v: None if pd.isna(v) else str(v))))
+            array = pa.array(series.map(lambda v: None if pd.isna(v) else str(v)))
+        if isinstance(array, pa.ChunkedArray):  # Arrow-backed text of several frames combined
+            array = array.combine_chunks()
+        arrays.append(array)
     width, phase = grid(sum(is_numeric(a.type) for a in arrays))
     sums, _ = _row_sums(arrays, len(frame), width, phase)
     return _signatures(sums)

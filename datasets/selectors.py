@@ -22,10 +22,11 @@ from rest_framework import status as http
 from web3 import Web3
 
 from chain.wrappers import DatasetRegistry, ListingTerms
+from datasets.listed import ContentMismatch  # noqa: F401 - raised by the reads below
 from datasets.models import LICENSES, Dataset
 from marketplace.did import did_for
 from marketplace.errors import ApplicationError, NodeUnavailable
-from marketplace.ipfs import IpfsError, cat_sha256, iter_cat, raw_cid_for_sha256
+from marketplace.ipfs import IpfsError, cat_sha256, raw_cid_for_sha256
 from marketplace.models import User
 
 Status = Dataset.Status
@@ -357,44 +358,26 @@ def dataset_signing_request(*, dataset: Dataset) -> dict | None:
 # --- a listed dataset's rows, in the training worker only --------------------------------------
 
 
-class ContentMismatch(Exception):
-    """The bytes behind a CID are not the ones the chain recorded."""
-
-
 def dataset_rows(*, dataset: Dataset, workdir: Path, expected_sha256: str):
-    """The rows of a listed dataset as a pyarrow Table, read as the listing read them: the
-    ciphertext from IPFS by CID, its hash checked against `expected_sha256` (the on-chain
-    listing's) and the stored one, decrypted in memory when it fits (else into `workdir`, the
-    caller's private folder) and removed once read."""
-    from datasets import reader
+    """The rows of a listed dataset as a pyarrow Table, read as the listing read them (see
+    `listed_plaintext`)."""
+    from datasets.listed import read_listed_file
 
     decrypted = listed_plaintext(dataset=dataset, workdir=workdir, expected_sha256=expected_sha256)
     with decrypted as plain:
-        file_format = (
-            reader.FileFormat.from_dict(dataset.read_format)
-            if dataset.read_format
-            else reader.detect_format(plain)
-        )
-        return reader.read_table(plain, file_format, max_line_bytes=settings.DATASET_MAX_LINE_BYTES)
+        return read_listed_file(plain, dataset.read_format or None)
 
 
 @contextmanager
 def listed_plaintext(*, dataset: Dataset, workdir: Path, expected_sha256: str) -> Iterator[Path]:
     """A listed dataset's file, decrypted, while the caller reads it (in a worker only): the
     ciphertext from IPFS by CID, its hash checked against `expected_sha256` and the stored one,
-    decrypted in memory when it fits (else into `workdir`), removed on leaving."""
-    from datasets.uploads import plaintext_path
-    from marketplace.crypto import decrypt_stream, unwrap_data_key
+    decrypted with the data key the marketplace keeps for it (`datasets.listed`) in memory when
+    it fits (else into `workdir`), removed on leaving."""
+    from datasets.listed import listed_file
+    from marketplace.crypto import unwrap_data_key
 
-    sealed = workdir / f"dataset-{dataset.pk}.enc"
-    digest = hashlib.sha256()
-    with sealed.open("wb") as out:
-        for chunk in iter_cat(dataset.cid):
-            digest.update(chunk)
-            out.write(chunk)
-    actual = digest.hexdigest()
-    if actual != expected_sha256.lower() or actual != dataset.content_sha256:
-        sealed.unlink()
+    if expected_sha256.lower() != dataset.content_sha256:
         raise ContentMismatch(
             f"The bytes on IPFS for dataset {dataset.pk} ({dataset.cid}) do not match the hash "
             "recorded on-chain."
@@ -402,14 +385,11 @@ def listed_plaintext(*, dataset: Dataset, workdir: Path, expected_sha256: str) -
     key = unwrap_data_key(
         dataset.wrapped_data_key, settings.MASTER_KEY, context=dataset.key_context
     )
-    plain = plaintext_path(size=sealed.stat().st_size, beside=workdir, suffix=".plain")
-    try:
-        with sealed.open("rb") as src, plain.open("wb") as dst:
-            decrypt_stream(src, dst, key)
-        sealed.unlink()
+    with listed_file(
+        cid=dataset.cid, expected_sha256=expected_sha256, data_key=key, workdir=workdir,
+        label=f"dataset {dataset.pk}",
+    ) as plain:  # fmt: skip
         yield plain
-    finally:
-        plain.unlink(missing_ok=True)
 
 
 def _check(name: str, label: str, ok: bool, detail: str) -> dict:

@@ -1,23 +1,73 @@
-"""What a run leaves behind: the model saved with skops (safe to load, unlike pickle), its model
-card, and the valuation report whose hash goes on-chain."""
+"""What a run leaves behind: the model saved with skops (safe to load, unlike pickle) and its
+canonical fingerprint, its model card, and the valuation report whose hash goes on-chain."""
 
 from __future__ import annotations
 
 import hashlib
+import io
 import json
 import platform
 import subprocess
+import zipfile
 from functools import cache
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-import skops.io as sio
-
 ROOT = Path(__file__).resolve().parent.parent
+FINGERPRINT_METHOD = (
+    "sha-256 of the canonical JSON (keys sorted) of the skops file's schema.json, with every "
+    '"__id__" left out and every array file named by the sha-256 of its bytes '
+    "(training/artifacts.py: model_fingerprint)"
+)
 
 
 def model_to_bytes(pipeline) -> bytes:
+    import skops.io as sio  # scikit-learn: loaded by the trainers only
+
     return sio.dumps(pipeline, compression=8)
+
+
+class NotAModelFile(ValueError):
+    """The bytes are not a skops file."""
+
+
+def model_fingerprint(model_bytes: bytes) -> str:
+    """The model's fingerprint (64 hex digits): equal for every save of the same fitted model,
+    different when anything the loaded model holds differs.
+
+    A skops file's bytes differ on every save of one model: its zip entries carry the time of the
+    save, and the names of its array files and the "__id__" fields of its object tree
+    (schema.json) are the objects' memory addresses. The fingerprint leaves those out: it is the
+    sha-256 of the tree as canonical JSON, each "__id__" dropped and each array file's name
+    replaced by the sha-256 of the file's bytes (numpy's .npy format: header and data)."""
+    try:
+        with zipfile.ZipFile(io.BytesIO(model_bytes)) as archive:
+            tree = json.loads(archive.read("schema.json"))
+
+            def file_digest(name: str) -> str:
+                return "sha256:" + hashlib.sha256(archive.read(name)).hexdigest()
+
+            canonical = _canonical_node(tree, file_digest)
+    except (zipfile.BadZipFile, KeyError, ValueError) as exc:
+        raise NotAModelFile(f"not a skops model file: {exc}") from exc
+    return hashlib.sha256(canonical_json(canonical)).hexdigest()
+
+
+def _canonical_node(value, file_digest):
+    if isinstance(value, list):
+        return [_canonical_node(v, file_digest) for v in value]
+    if not isinstance(value, dict):
+        return value
+    node = "__loader__" in value  # a skops node, not a plain mapping it stores
+    out = {}
+    for key, item in value.items():
+        if node and key == "__id__":
+            continue
+        if node and key == "file" and isinstance(item, str):
+            out[key] = file_digest(item)
+        else:
+            out[key] = _canonical_node(item, file_digest)
+    return out
 
 
 @cache
@@ -92,6 +142,8 @@ def model_card(*, run: dict, report: dict) -> str:
 - Split: {int(run["test_fraction"] * 100)} % held out for testing, seed {run["seed"]}
 - Trained by code version `{report["code_version"]}`
 - Saved with skops {report["libraries"]["skops"]}; load it with `skops.io.load(path, trusted=...)`
+- Model fingerprint `{report.get("model_fingerprint", "")}` (the same for every save of this
+  model; `training.artifacts.model_fingerprint` of the downloaded file gives it back)
 
 ## Privacy
 

@@ -42,6 +42,16 @@ def listed_columns(dataset) -> ListedColumns:
     )
 
 
+def listed_columns_of_metadata(metadata: dict) -> ListedColumns:
+    """The same, from the listing's public metadata document (pinned on IPFS, its hash on-chain:
+    what its owner signed)."""
+    return ListedColumns(
+        title=metadata.get("title", ""),
+        warnings=metadata.get("quality_warnings") or [],
+        opted_in=frozenset(metadata.get("feature_opt_in") or []),
+    )
+
+
 def flagged_columns(listing: ListedColumns) -> dict[str, str]:
     """Column -> why, for the columns the listing flagged and its owner did not opt in."""
     return {

@@ -1,15 +1,18 @@
 """Re-verifying a model's lineage from the chain and IPFS alone (no marketplace database):
 the escrow's funding and settlement events, the valuation report (whose CID follows from the hash
-the settlement records), the model's bytes, and each dataset listing's bytes."""
+the settlement records), the settled model on IPFS, and each dataset listing's bytes. The model
+is encrypted for its buyer: whoever can decrypt it checks it against the report's fingerprint
+(`model_fingerprint_matches`)."""
 
 from __future__ import annotations
 
 import hashlib
 import json
+import re
 from dataclasses import dataclass
 
 from chain.wrappers import DatasetRegistry, TrainingEscrow
-from marketplace.ipfs import iter_cat, raw_cid_for_sha256
+from marketplace.ipfs import IpfsError, iter_cat, raw_cid_for_sha256
 
 
 @dataclass(frozen=True)
@@ -20,10 +23,29 @@ class Check:
 
 
 def _sha256_of(cid: str) -> str:
-    digest = hashlib.sha256()
+    return _sha256_and_size(cid)[0]
+
+
+def _sha256_and_size(cid: str) -> tuple[str, int]:
+    digest, size = hashlib.sha256(), 0
     for chunk in iter_cat(cid):
         digest.update(chunk)
-    return digest.hexdigest()
+        size += len(chunk)
+    return digest.hexdigest(), size
+
+
+def model_fingerprint_matches(model_bytes: bytes, report: dict) -> bool:
+    """Whether a decrypted model file is the model the report (and so the settlement) names:
+    its canonical fingerprint (`training.artifacts.model_fingerprint`) is the report's."""
+    from training.artifacts import NotAModelFile, model_fingerprint
+
+    expected = report.get("model_fingerprint")
+    if not expected:
+        return False
+    try:
+        return model_fingerprint(model_bytes) == expected
+    except NotAModelFile:
+        return False
 
 
 def verify_lineage(
@@ -61,14 +83,30 @@ def verify_lineage(
     )
     checks.append(
         Check(
-            "report names the settled model",
-            report["model_cid"] == settled.args["modelCid"],
-            settled.args["modelCid"],
+            "report names this escrow and chain",
+            report.get("escrow") == escrow.address
+            and report.get("chain_id") == escrow.w3.eth.chain_id,
+            f"{report.get('escrow')} on chain {report.get('chain_id')}",
         )
     )
-    model_hash = _sha256_of(settled.args["modelCid"])
+    model_cid = settled.args["modelCid"]
+    try:
+        model_hash, model_size = _sha256_and_size(model_cid)
+        checks.append(
+            Check(
+                "settled model is on IPFS",
+                model_size > 0,
+                f"{model_cid}: {model_size:,} bytes (encrypted), sha-256 {model_hash}",
+            )
+        )
+    except IpfsError as exc:
+        checks.append(Check("settled model is on IPFS", False, str(exc)))
     checks.append(
-        Check("model bytes match the report", model_hash == report["model_sha256"], model_hash)
+        Check(
+            "report fingerprints the model",
+            bool(re.fullmatch(r"[0-9a-f]{64}", str(report.get("model_fingerprint", "")))),
+            str(report.get("model_fingerprint")),
+        )
     )
     listed_ids = [d["listing_id"] for d in report["datasets"]]
     checks.append(
@@ -76,6 +114,13 @@ def verify_lineage(
             "report's datasets are the funded ones",
             listed_ids == funded.args["datasetIds"],
             ", ".join(map(str, funded.args["datasetIds"])),
+        )
+    )
+    checks.append(
+        Check(
+            "report pays the owners the job committed",
+            [d["owner"] for d in report["datasets"]] == funded.args["owners"],
+            ", ".join(funded.args["owners"]),
         )
     )
     for entry in report["datasets"]:

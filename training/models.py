@@ -3,7 +3,7 @@ from django.db import models
 
 from chain.models import EventRecord
 from marketplace.fields import WeiField
-from training import catalog
+from training import catalog, compute
 
 
 class TrainingRun(models.Model):
@@ -25,9 +25,9 @@ class TrainingRun(models.Model):
     class Stage(models.TextChoices):
         QUEUED = "queued", "Waiting for a worker"
         FETCHING = "fetching", "Fetching and decrypting the datasets"
-        COMBINING = "combining", "Combining the datasets"
-        TRAINING = "training", "Training the model"
-        VALUING = "valuing", "Measuring each dataset's contribution"
+        COMBINING = compute.COMBINING, "Combining the datasets"
+        TRAINING = compute.TRAINING, "Training the model"
+        VALUING = compute.VALUING, "Measuring each dataset's contribution"
         PACKAGING = "packaging", "Saving, encrypting and pinning the model"
         ATTESTING = "attesting", "Waiting for validators to re-compute and attest the report"
         SETTLING = "settling", "Paying the contributors on-chain"
@@ -59,6 +59,9 @@ class TrainingRun(models.Model):
     dp_epsilon = models.FloatField(null=True, blank=True)
     # Leave the rows the valuation finds harmful out of the final fit.
     curate = models.BooleanField(default=False)
+    # A DP run's secret noise seed, wrapped under the master key: made once before training, so
+    # a redelivered task draws the same noise (never published; a validator gets it re-wrapped).
+    wrapped_dp_seed = models.BinaryField(null=True, blank=True)
 
     # The quote the buyer saw; the escrow prices the job itself at funding.
     price_wei = WeiField()
@@ -88,6 +91,9 @@ class TrainingRun(models.Model):
     model_sha256 = models.CharField(max_length=64, blank=True)
     wrapped_model_key = models.BinaryField(null=True, blank=True)
     report = models.JSONField(default=dict, blank=True)
+    # What the report was computed from (training.compute.RunSpec.as_dict): the chain's and
+    # IPFS's facts about the job and its listings, and the run's options.
+    spec = models.JSONField(default=dict, blank=True)
     report_hash = models.CharField(max_length=66, blank=True)
     settlement_tx = models.CharField(max_length=66, blank=True)
     settlement_block = models.PositiveBigIntegerField(null=True, blank=True)

@@ -13,8 +13,7 @@ from __future__ import annotations
 
 import functools
 import math
-import secrets
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from importlib.metadata import version
 
 import numpy as np
@@ -66,12 +65,22 @@ def public_classes(column_lists: list[list[dict]], target: str) -> list | None:
     return list(values.values()) or None
 
 
+NOISE_SEED_MIN_BYTES = 16
+
+
 @dataclass(frozen=True)
 class DPRequest:
-    """What a DP fit is given: the budget and the target's public classes."""
+    """What a DP fit is given: the budget, the secret seed its noise is drawn from (never the
+    run's public seed: whoever knew it could subtract the noise), and the target's public
+    classes."""
 
     epsilon: float
+    noise_seed: bytes = field(repr=False)
     classes: list | None = None
+
+    def __post_init__(self):
+        if len(self.noise_seed) < NOISE_SEED_MIN_BYTES:
+            raise ValueError(f"a DP fit's noise seed is at least {NOISE_SEED_MIN_BYTES} bytes")
 
 
 # --- diffprivlib on scikit-learn 1.9 -------------------------------------------------------------
@@ -144,15 +153,20 @@ def _forget_noise_seed(estimator) -> None:
         part.random_state = None
 
 
+def noise_random_state(noise_seed: bytes) -> np.random.RandomState:
+    """The generator of a DP fit's noise: a function of its secret seed only."""
+    sequence = np.random.SeedSequence(int.from_bytes(noise_seed, "big"))
+    return np.random.RandomState(sequence.generate_state(8))
+
+
 def fit_private(pipeline, x_train, y_train, *, task: str, model: str, dp: DPRequest) -> dict:
     """Fit `pipeline` with the DP version of its model in place of the plain one; returns what
-    the report says about the mechanism. The noise is drawn from a secret seed, never from the
-    run's public one, and nothing of that seed is kept."""
+    the report says about the mechanism. The noise is drawn from the request's secret seed, so
+    whoever is handed that seed (a validator re-running the run) draws the same noise; the
+    fitted model keeps nothing of it."""
     preprocess = pipeline.named_steps["preprocess"]
     features = preprocess.fit_transform(x_train, y_train)
-    # A validator re-running this fit would need this seed: it would be wrapped here.
-    secret_seed = np.random.SeedSequence(secrets.randbits(128))
-    random_state = np.random.RandomState(secret_seed.generate_state(8))
+    random_state = noise_random_state(dp.noise_seed)
     estimator = dp_estimator(
         task=task, model=model, dp=dp, n_features=features.shape[1], y=y_train,
         random_state=random_state,

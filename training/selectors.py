@@ -124,7 +124,10 @@ def run_detail(run: TrainingRun) -> dict:
         "seed": run.seed,
         "dp_epsilon": run.dp_epsilon,
         "curate": run.curate,
-        "excluded_rows": run.report.get("excluded_rows"),
+        # Keyed by dataset id here (the report keys them by listing id).
+        "excluded_rows": (
+            {str(e.dataset_id): e.excluded_rows or 0 for e in inputs} if run.report else None
+        ),
         "differential_privacy": run.report.get("differential_privacy"),
         "membership_inference_auc": run.report.get("membership_inference_auc"),
         "price_wei": str(run.price_wei),
@@ -150,7 +153,8 @@ def run_detail(run: TrainingRun) -> dict:
             for e in inputs
         ],
         "model_cid": run.model_cid,
-        "model_card": run.report.get("model_card", ""),
+        "model_fingerprint": run.report.get("model_fingerprint"),
+        "model_card": model_card(run),
         "privacy": run.report.get("privacy"),
         "report_hash": run.report_hash,
         **run_attestations(run),
@@ -163,8 +167,39 @@ def run_detail(run: TrainingRun) -> dict:
     }
 
 
+def model_card(run: TrainingRun) -> str:
+    """The model card of a run with a report (empty before): the report's figures and the
+    run's number."""
+    from training.artifacts import model_card as card
+
+    if not run.report:
+        return ""
+    return card(
+        run={
+            "id": run.pk, "task": run.task, "target": run.target_column, "model": run.model,
+            "test_fraction": run.test_fraction, "seed": run.seed, "job_id": "0x" + run.job_id,
+            "chain_id": run.report.get("chain_id", settings.CHAIN_ID),
+        },
+        report=run.report,
+    )  # fmt: skip
+
+
 def run_model_bytes(run: TrainingRun) -> bytes:
-    """The trained model (skops), fetched from IPFS, checked and decrypted."""
+    """The trained model (skops), fetched from IPFS, checked against the recorded ciphertext
+    hash, decrypted, and checked against the fingerprint of the settled report."""
+    from training.lineage import model_fingerprint_matches
+
+    model = run_model_plaintext(run)
+    if not model_fingerprint_matches(model, run.report):
+        raise ApplicationError(
+            "The model does not match the fingerprint in the run's report.",
+            {"code": "fingerprint_mismatch"}, status_code=502,
+        )  # fmt: skip
+    return model
+
+
+def run_model_plaintext(run: TrainingRun) -> bytes:
+    """The trained model's bytes, fetched from IPFS, checked and decrypted."""
     from marketplace.crypto import iter_decrypt, unwrap_data_key
     from marketplace.ipfs import iter_cat
 

@@ -474,8 +474,9 @@ def training_run_execute(*, run_id: int, task_id: str = "") -> None:
     if task_id and run.claimed_by and run.claimed_by != task_id:
         return  # a second message for the same run (the sweep queued it again)
     if run.status == Status.RUNNING and not run.report_hash:
+        dp_seed = training_run_dp_seed(run_id=run.pk) if run.dp_epsilon is not None else None
         packaged = pipeline.train_and_package(
-            run, on_stage=lambda stage, progress: _stage(run.pk, stage, progress)
+            run, dp_seed=dp_seed, on_stage=lambda stage, progress: _stage(run.pk, stage, progress)
         )
         training_run_artifacts_record(run_id=run.pk, packaged=packaged)
     TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING).exclude(report_hash="").update(
@@ -521,6 +522,24 @@ def training_run_settle(*, run_id: int) -> None:
         raise RunFailed(f"The escrow refused the settlement (transaction {outcome.tx_hash}).")
 
 
+def training_run_dp_seed(*, run_id: int) -> bytes:
+    """A DP run's secret noise seed: made once per run and kept wrapped under the master key
+    before the run trains, so a redelivered task draws the same noise (and a validator can be
+    handed the seed wrapped to its own key). It is never reported."""
+    from marketplace.crypto import KEY_SIZE, unwrap_data_key, wrap_data_key
+
+    run = TrainingRun.objects.only("job_id", "wrapped_dp_seed").get(pk=run_id)
+    context = pipeline.dp_seed_context(run.job_id)
+    if run.wrapped_dp_seed is None:
+        wrapped = wrap_data_key(secrets.token_bytes(KEY_SIZE), settings.MASTER_KEY, context=context)
+        # A delivery running alongside may have made one first: its seed is the run's.
+        TrainingRun.objects.filter(pk=run_id, wrapped_dp_seed__isnull=True).update(
+            wrapped_dp_seed=wrapped
+        )
+        run.refresh_from_db(fields=["wrapped_dp_seed"])
+    return unwrap_data_key(run.wrapped_dp_seed, settings.MASTER_KEY, context=context)
+
+
 @transaction.atomic
 def training_run_artifacts_record(*, run_id: int, packaged: pipeline.Packaged) -> bool:
     """Record a run's model and report once per job: what a later delivery packaged is unpinned,
@@ -530,8 +549,8 @@ def training_run_artifacts_record(*, run_id: int, packaged: pipeline.Packaged) -
         .update(
             model_cid=packaged.model_cid, model_sha256=packaged.model_sha256,
             wrapped_model_key=packaged.wrapped_key, report=packaged.report,
-            report_hash=packaged.report_hash, metrics=packaged.report["metrics"],
-            figures=packaged.report["figures"],
+            report_hash=packaged.report_hash, spec=packaged.spec,
+            metrics=packaged.report["metrics"], figures=packaged.report["figures"],
         )
     )  # fmt: skip
     if not moved:

@@ -19,7 +19,9 @@ def test_contributor_sees_the_reported_amount_and_withdraws_it(
     dataset = cancer_datasets[0]
     owner = dataset.owner.address
     assigned = next(
-        d["amount_wei"] for d in completed_run.report["datasets"] if d["dataset"] == dataset.pk
+        d["amount_wei"]
+        for d in completed_run.report["datasets"]
+        if d["listing_id"] == dataset.listing_id
     )
     w3 = get_web3()
     owed = TrainingEscrow.deployed().balance_of(owner)

@@ -5,6 +5,7 @@ from sklearn.datasets import load_breast_cancer
 
 from marketplace.money import wei_to_eth
 from tests.e2e.conftest import sign_in_with_dev_wallet
+from training.lineage import model_fingerprint_matches
 from training.models import TrainingRun
 
 pytestmark = pytest.mark.e2e
@@ -56,6 +57,7 @@ def test_buyer_commissions_pays_watches_and_downloads_a_model(
         expect(paid).to_have_text(f"{wei_to_eth(entry.amount_wei)} ETH")
         expect(paid).to_have_attribute("title", f"{entry.amount_wei} wei")
     expect(page.locator("#lineage")).to_contain_text("Settlement transaction")
+    expect(page.locator("#lineage")).to_contain_text(run.report["model_fingerprint"])
 
     # Curation: per dataset, how many rows were left out (counts only) and why each was paid so.
     expect(page.get_by_test_id("run-curate")).to_have_text("harmful rows left out of the model")
@@ -81,6 +83,7 @@ def test_buyer_commissions_pays_watches_and_downloads_a_model(
     download_info.value.save_as(path)
 
     data = path.read_bytes()
+    assert model_fingerprint_matches(data, run.report)  # the model the settled report names
     model = sio.loads(data, trusted=sio.get_untrusted_types(data=data))
     frame = load_breast_cancer(as_frame=True).frame
     frame.columns = [c.replace(" ", "_") for c in frame.columns]

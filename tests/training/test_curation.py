@@ -52,7 +52,10 @@ def test_curate_leaves_the_flipped_rows_out_and_says_how_many(
     assert excluded[str(noisy_set.pk)] >= 28
     assert excluded[str(clean_set.pk)] <= 15
     report = buyer_api.get(f"/api/training-runs/{run.pk}/report").json()
-    assert report["excluded_rows"] == excluded
+    assert report["excluded_rows"] == {  # the report names listings, not database rows
+        str(clean_set.listing_id): excluded[str(clean_set.pk)],
+        str(noisy_set.listing_id): excluded[str(noisy_set.pk)],
+    }
     assert report["valuation"]["curate"] is True
     by_dataset = {c["dataset"]: c for c in detail["contributions"]}
     assert by_dataset[noisy_set.pk]["excluded_rows"] == excluded[str(noisy_set.pk)]
@@ -101,7 +104,7 @@ def test_a_row_in_two_datasets_of_a_run_is_credited_to_the_earliest_listing(
     assert 1 <= by_dataset[later.pk]["uncredited_rows"] <= 12
     assert "repeat rows already credited" in by_dataset[later.pk]["payout_explanation"]
     report = run.report
-    assert {d["dataset"]: d["uncredited_rows"] for d in report["datasets"]} == {
-        original.pk: 0,
-        later.pk: by_dataset[later.pk]["uncredited_rows"],
+    assert {d["listing_id"]: d["uncredited_rows"] for d in report["datasets"]} == {
+        original.listing_id: 0,
+        later.listing_id: by_dataset[later.pk]["uncredited_rows"],
     }

@@ -31,7 +31,7 @@ def test_a_contributor_sees_what_the_report_assigned_to_their_dataset_and_withdr
     escrow = TrainingEscrow.deployed()
     assigned = next(
         int(d["amount_wei"]) for d in completed_run.report["datasets"]
-        if d["dataset"] == cancer_datasets[0].pk
+        if d["listing_id"] == cancer_datasets[0].listing_id
     )  # fmt: skip
 
     body = api.get("/api/earnings").json()
@@ -124,7 +124,9 @@ def test_a_datasets_page_and_api_show_its_runs_and_total_earnings(
 ):
     dataset = cancer_datasets[0]
     assigned = next(
-        int(d["amount_wei"]) for d in completed_run.report["datasets"] if d["dataset"] == dataset.pk
+        int(d["amount_wei"])
+        for d in completed_run.report["datasets"]
+        if d["listing_id"] == dataset.listing_id
     )
 
     usage = APIClient().get(f"/api/datasets/{dataset.pk}").json()["usage"]

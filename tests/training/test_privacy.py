@@ -1,6 +1,7 @@
 """training/privacy.py: diffprivlib behind its shim, the DP estimators on public bounds, the
 secret noise seed, and the membership-inference audit."""
 
+import secrets
 import warnings
 
 import numpy as np
@@ -44,7 +45,7 @@ def test_each_dp_estimator_fits_on_public_bounds_without_a_leak_warning(task, mo
         warnings.simplefilter("error", PrivacyLeakWarning)  # bounds taken from the data warn
         result = fit_and_score(
             frame(), target="target", task=task, model=model, test_fraction=0.25, seed=3,
-            dp=privacy.DPRequest(epsilon=1.0, **public),
+            dp=privacy.DPRequest(epsilon=1.0, noise_seed=secrets.token_bytes(32), **public),
         )  # fmt: skip
 
     described = result.privacy["differential_privacy"]
@@ -59,22 +60,21 @@ def test_each_dp_estimator_fits_on_public_bounds_without_a_leak_warning(task, mo
         assert tree.random_state is None
 
 
-def test_the_noise_does_not_come_from_the_runs_public_seed():
-    fits = [
-        fit_and_score(
-            small_classification(),
-            target="target",
-            task=CLASSIFICATION,
-            model="logistic_regression",
-            test_fraction=0.25,
-            seed=11,
-            dp=privacy.DPRequest(epsilon=1.0, classes=[0, 1]),
-        )  # fmt: skip
-        for _ in range(2)
-    ]
+def dp_coefficients(*, noise_seed: bytes, seed: int = 11):
+    return fit_and_score(
+        small_classification(), target="target", task=CLASSIFICATION,
+        model="logistic_regression", test_fraction=0.25, seed=seed,
+        dp=privacy.DPRequest(epsilon=1.0, noise_seed=noise_seed, classes=[0, 1]),
+    ).pipeline.named_steps["model"].coef_  # fmt: skip
 
-    first, second = (f.pipeline.named_steps["model"].coef_ for f in fits)
-    assert not np.allclose(first, second)
+
+def test_the_noise_comes_from_the_secret_seed_not_from_the_runs_public_one():
+    first, second = secrets.token_bytes(32), secrets.token_bytes(32)
+
+    # The same public seed with other secret seeds: other noise.
+    assert not np.allclose(dp_coefficients(noise_seed=first), dp_coefficients(noise_seed=second))
+    # The same secret seed: the same noise (a validator handed the seed re-draws it exactly).
+    assert np.array_equal(dp_coefficients(noise_seed=first), dp_coefficients(noise_seed=first))
     # Without DP the same seed gives the same model: the difference is the secret noise.
     plain = [
         fit_and_score(
@@ -86,11 +86,18 @@ def test_the_noise_does_not_come_from_the_runs_public_seed():
     assert np.allclose(*plain)
 
 
+def test_a_dp_fit_needs_a_secret_seed_of_at_least_16_bytes():
+    with pytest.raises(ValueError, match="at least 16 bytes"):
+        privacy.DPRequest(epsilon=1.0, noise_seed=(11).to_bytes(4, "big"))
+    assert "noise_seed" not in repr(privacy.DPRequest(epsilon=1.0, noise_seed=b"k" * 32))
+
+
 def test_a_model_without_a_dp_version_is_refused():
     with pytest.raises(ValueError, match="no differentially private version"):
         fit_and_score(
             small_regression(), target="target", task=REGRESSION, model="random_forest",
-            test_fraction=0.25, seed=1, dp=privacy.DPRequest(epsilon=1.0),
+            test_fraction=0.25, seed=1,
+            dp=privacy.DPRequest(epsilon=1.0, noise_seed=secrets.token_bytes(32)),
         )  # fmt: skip
     assert privacy.dp_version(REGRESSION, "hist_gradient_boosting") is None
     assert privacy.dp_version(REGRESSION, "ridge") is None

@@ -2,8 +2,23 @@ from django.core.management.base import BaseCommand, CommandError
 
 from chain.client import ChainMisconfigured, ChainUnavailable
 from chain.wrappers import DatasetRegistry, TrainingEscrow
+from marketplace.errors import ApplicationError
 from marketplace.ipfs import IpfsUnavailable
-from training.lineage import verify_lineage
+from training.lineage import Check, model_fingerprint_matches, verify_lineage
+
+
+def model_check(run) -> Check:
+    """This marketplace holds the model's key: the decrypted model is the report's."""
+    from training.selectors import run_model_plaintext
+
+    name = "model decrypts to the report's fingerprint"
+    try:
+        model = run_model_plaintext(run)
+    except ApplicationError as exc:
+        return Check(name, False, exc.message)
+    return Check(
+        name, model_fingerprint_matches(model, run.report), run.report.get("model_fingerprint", "")
+    )
 
 
 class Command(BaseCommand):
@@ -16,6 +31,7 @@ class Command(BaseCommand):
         parser.add_argument("run", help="escrow job id (0x...) or run number")
 
     def handle(self, *args, run: str, **options):
+        found = None
         if run.startswith("0x"):
             try:
                 job_id = bytes.fromhex(run[2:])
@@ -34,6 +50,8 @@ class Command(BaseCommand):
             checks = verify_lineage(
                 job_id, escrow=TrainingEscrow.deployed(), registry=DatasetRegistry.deployed()
             )
+            if found is not None and found.status == found.Status.COMPLETED:
+                checks.append(model_check(found))
         except (ChainUnavailable, ChainMisconfigured, IpfsUnavailable) as exc:
             raise CommandError(str(exc)) from None
         for check in checks:
