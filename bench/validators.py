@@ -76,8 +76,10 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         datasets = [
             bench_training.list_frame(
-                shard.reset_index(drop=True), bench_training.OWNER_KEYS[i % 3],
-                f"validated-{seed}-{i}", Path(tmp),
+                shard.reset_index(drop=True),
+                bench_training.OWNER_KEYS[i % 3],
+                f"validated-{seed}-{i}",
+                Path(tmp),
             )  # fmt: skip
             for i, shard in enumerate(shards)
         ]

@@ -408,6 +408,12 @@ class TrainingEscrow(_Wrapper):
         """Whether `address`'s attestations count now (staked enough, not removed)."""
         return self.contract.functions.isValidator(Web3.to_checksum_address(address)).call()
 
+    def validator_events(self, event: str, **argument_filters) -> list[ChainEvent]:
+        """The escrow's Staked, UnstakeRequested, StakeWithdrawn or Slashed events."""
+        if event not in ("Staked", "UnstakeRequested", "StakeWithdrawn", "Slashed"):
+            raise ValueError(f"{event} is not a validator event")
+        return self._events(event, **argument_filters)
+
     def stake_burned(self) -> int:
         """Wei of slashed stakes locked in the escrow for good."""
         return self.contract.functions.stakeBurned().call()

@@ -137,19 +137,27 @@ def verify_lineage(
                 listing.args["cid"],
             )
         )
-    paid: dict[str, int] = {}
-    for entry in report["datasets"]:
-        paid[entry["owner"]] = paid.get(entry["owner"], 0) + int(entry["amount_wei"])
-    credited: dict[str, int] = {}
-    for credit in credits:
-        credited[credit.args["payee"]] = (
-            credited.get(credit.args["payee"], 0) + credit.args["amount"]
-        )
+    # The escrow credits the datasets' owners first, in the job's order, then the validators
+    # whose attestations it counted (JobSettled names them).
+    owners_credits, validator_credits = (
+        credits[: len(report["datasets"])],
+        credits[len(report["datasets"]) :],
+    )
+    paid = [(d["owner"], int(d["amount_wei"])) for d in report["datasets"]]
+    credited = [(c.args["payee"], c.args["amount"]) for c in owners_credits]
     checks.append(Check("payouts match the report", paid == credited, f"{len(credited)} payees"))
+    attesters = list(settled.args.get("validators", []))
+    checks.append(
+        Check(
+            "validators credited are the settlement's attesters",
+            [c.args["payee"] for c in validator_credits] == attesters,
+            f"{len(attesters)} validators",
+        )
+    )
     checks.append(
         Check(
             "payouts plus fee equal the escrowed value",
-            sum(credited.values()) + settled.args["fee"] == funded.args["value"],
+            sum(c.args["amount"] for c in credits) + settled.args["fee"] == funded.args["value"],
             f"{funded.args['value']} wei",
         )
     )

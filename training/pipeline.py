@@ -12,6 +12,7 @@ import shutil
 import socket
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -133,12 +134,9 @@ def run_spec(run: TrainingRun) -> RunSpec:
     )  # fmt: skip
 
 
-def _load_dataset(entry: TrainingRunDataset, facts: ListingFacts, workdir: Path):
-    """The dataset's rows as a DataFrame, decrypted here in the worker only with the data key
-    the marketplace keeps for the listing (`training.compute.read_listing`)."""
-    from datasets.listed import ContentMismatch
+def _data_key(entry: TrainingRunDataset, facts: ListingFacts) -> bytes:
+    """The data key the marketplace keeps for the listing's bytes (workers only)."""
     from marketplace.crypto import unwrap_data_key
-    from training.compute import read_listing
 
     dataset = entry.dataset
     if (dataset.cid, dataset.content_sha256) != (facts.cid, facts.content_sha256):
@@ -147,9 +145,17 @@ def _load_dataset(entry: TrainingRunDataset, facts: ListingFacts, workdir: Path)
             f"The bytes of dataset {dataset.pk} as the marketplace recorded them do not match "
             f"the hash recorded on-chain for listing {facts.listing_id}."
         )
-    data_key = unwrap_data_key(
+    return unwrap_data_key(
         dataset.wrapped_data_key, settings.MASTER_KEY, context=dataset.key_context
     )
+
+
+def _read(facts: ListingFacts, data_key: bytes, workdir: Path):
+    """The listing's rows as a DataFrame, decrypted here in the worker only
+    (`training.compute.read_listing`)."""
+    from datasets.listed import ContentMismatch
+    from training.compute import read_listing
+
     try:
         return read_listing(facts, data_key, workdir)
     except ContentMismatch as exc:
@@ -160,10 +166,16 @@ def _load_dataset(entry: TrainingRunDataset, facts: ListingFacts, workdir: Path)
 
 
 def train_and_package(
-    run: TrainingRun, *, on_stage: OnStage, dp_seed: bytes | None = None
+    run: TrainingRun,
+    *,
+    on_stage: OnStage,
+    dp_seed: bytes | None = None,
+    on_spec: Callable[[RunSpec, dict[int, bytes]], None] | None = None,
 ) -> Packaged:
     """Everything up to the settlement; the decrypted rows live in a private folder that is
-    removed when this returns or raises. `dp_seed`: a DP run's secret noise seed."""
+    removed when this returns or raises. `dp_seed`: a DP run's secret noise seed. `on_spec` is
+    given the run's spec and the datasets' data keys before any row is read (the validators'
+    requests are made from them, so they start while the worker trains)."""
     from training.compute import compute
 
     inputs = list(run.inputs.select_related("dataset").order_by("position"))
@@ -173,9 +185,15 @@ def train_and_package(
         spec = run_spec(run)
         if [f.listing_id for f in spec.listings] != [e.listing_id for e in inputs]:
             raise RunFailed("The payment named other datasets than this run.")
+        keys = {
+            facts.listing_id: _data_key(entry, facts)
+            for entry, facts in zip(inputs, spec.listings, strict=True)
+        }
+        if on_spec is not None:
+            on_spec(spec, keys)
         tables = []
-        for i, (entry, facts) in enumerate(zip(inputs, spec.listings, strict=True)):
-            tables.append(_load_dataset(entry, facts, workdir))
+        for i, facts in enumerate(spec.listings):
+            tables.append(_read(facts, keys[facts.listing_id], workdir))
             on_stage(Stage.FETCHING, 5 + int(20 * (i + 1) / len(inputs)))
         computed = compute(spec, tables, dp_seed=dp_seed, on_stage=on_stage)
         on_stage(Stage.PACKAGING, None)
@@ -224,17 +242,17 @@ def discard(packaged: Packaged, *, keep: set[str]) -> None:
 # --- settle and refund on the escrow -----------------------------------------------------------
 
 
-def settle(run: TrainingRun) -> Outcome:
+def settle(run: TrainingRun, signatures: list[bytes]) -> Outcome:
     """Send the settlement the recorded report commits to, one amount per dataset, credited by
-    the escrow to the owner it committed at funding (once per job: a retry follows the same
-    transaction)."""
+    the escrow to the owner it committed at funding, with the validators' attestations of it
+    (once per job: a retry follows the same transaction)."""
     job = job_terms(run)
     datasets = run.report["datasets"]
     if tuple(d["listing_id"] for d in datasets) != job.dataset_ids:
         raise RunFailed("The report's datasets are not the ones the payment was for.")
     return TrainingEscrow.deployed().settle(
         job=job, amounts=[int(d["amount_wei"]) for d in datasets], model_cid=run.model_cid,
-        report_hash=bytes.fromhex(run.report_hash[2:]),
+        report_hash=bytes.fromhex(run.report_hash[2:]), signatures=signatures,
     )  # fmt: skip
 
 

@@ -476,13 +476,31 @@ def training_run_execute(*, run_id: int, task_id: str = "") -> None:
     if run.status == Status.RUNNING and not run.report_hash:
         dp_seed = training_run_dp_seed(run_id=run.pk) if run.dp_epsilon is not None else None
         packaged = pipeline.train_and_package(
-            run, dp_seed=dp_seed, on_stage=lambda stage, progress: _stage(run.pk, stage, progress)
-        )
+            run, dp_seed=dp_seed, on_stage=lambda stage, progress: _stage(run.pk, stage, progress),
+            on_spec=lambda spec, keys: _attestation_open(run, spec, keys, dp_seed),
+        )  # fmt: skip
         training_run_artifacts_record(run_id=run.pk, packaged=packaged)
     TrainingRun.objects.filter(pk=run.pk, status=Status.RUNNING).exclude(report_hash="").update(
         status=Status.SETTLING
     )
     training_run_settle(run_id=run.pk)
+
+
+def _attestation_open(run: TrainingRun, spec, keys: dict[int, bytes], dp_seed) -> None:
+    """Hand the run to its validators (once): they re-compute it while the worker trains. The
+    settlement is looked at again when the attestations' deadline passes."""
+    from validators.models import AttestationRound
+    from validators.services import NotEnoughValidators, attestation_round_open
+
+    if AttestationRound.objects.filter(run=run).exists():
+        return
+    try:
+        attestation_round_open(run=run, spec=spec.as_dict(), data_keys=keys, dp_seed=dp_seed)
+    except NotEnoughValidators as exc:
+        raise RunFailed(str(exc)) from exc
+    transaction.on_commit(
+        lambda: queue_settlement(run.pk, countdown=settings.ATTESTATION_TIMEOUT_SECONDS + 1)
+    )
 
 
 def training_run_settle(*, run_id: int) -> None:

@@ -27,11 +27,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import requests
-from chain.attestations import payouts_hash, sign_attestation
 from eth_account import Account
 from eth_account.messages import encode_defunct
 from web3 import Web3
+from web3.logs import DISCARD
 
+from chain.attestations import payouts_hash, sign_attestation
 from chain.client import contract_at
 from chain.wrappers import DatasetRegistry, IdentityRegistry, TrainingEscrow
 from marketplace.crypto import DecryptionError, open_sealed, x25519_keypair, x25519_public
@@ -194,10 +195,17 @@ class ValidatorNode:
 
     def answer(self, request: dict) -> dict:
         """The signed attestation of the request, or its signed refusal."""
+        from marketplace.errors import NodeUnavailable
+
         try:
             return self.attest(request)
         except Refused as exc:
             reason = str(exc)
+        except (requests.RequestException, NodeUnavailable, ConnectionError):
+            raise  # an outage: the request is tried again
+        except Exception as exc:
+            logger.exception("request %s could not be re-computed", request["id"])
+            reason = f"the validator could not re-compute the run ({type(exc).__name__})"
         logger.warning("refusing request %s: %s", request["id"], reason)
         message = refusal_message(request_id=request["id"], job_id=request["job_id"], reason=reason)
         signature = self.account.sign_message(encode_defunct(text=message)).signature
@@ -242,9 +250,9 @@ class ValidatorNode:
 
     def check_terms(self, request: dict, spec) -> None:
         """Everything the chain can confirm about the run's terms; a difference is a refusal."""
-        from training.compute import listing_facts_from_chain
-
+        from chain.wrappers import JobTerms
         from training import artifacts
+        from training.compute import RunFailed, spec_facts_from_chain
 
         if spec.code_version != artifacts.code_version():
             raise Refused(
@@ -295,7 +303,7 @@ class ValidatorNode:
         if receipt["blockNumber"] != request["funding_block"]:
             raise Refused("the funding transaction is not in the block the request names")
         escrow = contract_at(self.w3, "TrainingEscrow", self.escrow.address)
-        for log in escrow.events.JobFunded().process_receipt(receipt, errors=()):
+        for log in escrow.events.JobFunded().process_receipt(receipt, errors=DISCARD):
             args = log["args"]
             if (
                 "0x" + bytes(args["jobId"]).hex() == request["job_id"].lower()
@@ -338,9 +346,8 @@ class ValidatorNode:
         return keys, dp_seed
 
     def recompute(self, spec, data_keys: dict[int, bytes], dp_seed: bytes | None):
-        from training.compute import compute, read_listing
-
-        from datasets.selectors import ContentMismatch
+        from datasets.listed import ContentMismatch
+        from training.compute import RunFailed, compute, read_listing
 
         with tempfile.TemporaryDirectory(dir=self.state_dir, prefix="run-") as tmp:
             tables = []
