@@ -22,12 +22,15 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from eth_abi import encode
 from eth_account import Account
 from eth_utils import keccak
 from web3 import Web3
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from chain.attestations import payouts_hash, sign_attestation  # noqa: E402
+
 BUILD_DIR = ROOT / "chain" / "contracts" / "build"
 ANVIL = ROOT / "node_modules" / "@foundry-rs" / "anvil-linux-amd64" / "bin" / "anvil"
 # anvil's public dev mnemonic: the bench signs typed data with its keys, on a throwaway chain.
@@ -47,14 +50,6 @@ VALIDATOR_TERMS = (MIN_STAKE, UNBONDING_DELAY, 2, 3, 3_000, 5_000)
 VALIDATOR_ACCOUNTS = (12, 13, 14)
 LEAVING_ACCOUNT, SLASHED_ACCOUNT = 15, 16
 ACCOUNTS = 20
-
-ATTESTATION_TYPES = {
-    "Attestation": [
-        {"name": "jobId", "type": "bytes32"},
-        {"name": "reportHash", "type": "bytes32"},
-        {"name": "payoutsHash", "type": "bytes32"},
-    ]
-}
 
 LISTING_TYPES = {
     "Listing": [
@@ -149,7 +144,7 @@ class Bench:
         chain_id = self.w3.eth.chain_id
 
         def attest(validator, job: tuple, amounts: list[int], report_hash: bytes) -> bytes:
-            payouts = keccak(encode(["address[]", "uint256[]"], [job[6], amounts]))
+            payouts = payouts_hash(job[6], amounts)
             return self.attestation(escrow, validator, job[0], report_hash, payouts)
 
         content, metadata = keccak(text="content"), keccak(text="metadata")
@@ -288,17 +283,10 @@ class Bench:
 
     def attestation(self, escrow, validator, job_id: bytes, report: bytes, payouts: bytes):
         """`validator`'s EIP-712 attestation of a job's report and payouts hash."""
-        return Account.sign_typed_data(
-            validator.key,
-            domain_data={
-                "name": "TrainingEscrow",
-                "version": "2",
-                "chainId": self.w3.eth.chain_id,
-                "verifyingContract": escrow.address,
-            },
-            message_types=ATTESTATION_TYPES,
-            message_data={"jobId": job_id, "reportHash": report, "payoutsHash": payouts},
-        ).signature
+        return sign_attestation(
+            validator.key, chain_id=self.w3.eth.chain_id, escrow=escrow.address, job_id=job_id,
+            report_hash=report, payouts_hash=payouts,
+        )  # fmt: skip
 
     def print_table(self) -> bool:
         width = max(len(label) for label, _, _ in self.rows)

@@ -33,9 +33,8 @@ ATTESTATION_TYPES = {
 
 def payouts_hash(payees: list[str], amounts: list[int]) -> bytes:
     """keccak256(abi.encode(address[] payees, uint256[] amounts)): `payees` are the job's owners,
-    one per dataset in the job's order, `amounts` what `settle` credits each."""
-    if len(payees) != len(amounts):
-        raise ValueError(f"{len(payees)} payees but {len(amounts)} amounts")
+    one per dataset in the job's order, `amounts` what `settle` credits each (as the escrow's
+    `payoutsHashOf`, of any two arrays: `settle` itself refuses amounts that do not pair up)."""
     checksummed = [to_checksum_address(p) for p in payees]
     return keccak(encode(["address[]", "uint256[]"], [checksummed, [int(a) for a in amounts]]))
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from eth_abi import encode
 from eth_account import Account
 from eth_account.signers.local import LocalAccount
 from eth_utils import keccak
+
+from chain import attestations
 
 CHAIN_ID = 31337
 
@@ -73,17 +74,8 @@ def fresh_account(label: str) -> LocalAccount:
     return Account.from_key(keccak(text=f"marketplace test account {label}"))
 
 
-ATTESTATION_TYPES = {
-    "Attestation": [
-        {"name": "jobId", "type": "bytes32"},
-        {"name": "reportHash", "type": "bytes32"},
-        {"name": "payoutsHash", "type": "bytes32"},
-    ]
-}
-
-
 def payouts_hash(payees: list[str], amounts: list[int]) -> bytes:
-    return keccak(encode(["address[]", "uint256[]"], [list(payees), list(amounts)]))
+    return attestations.payouts_hash(list(payees), list(amounts))
 
 
 def sign_attestation(
@@ -94,16 +86,10 @@ def sign_attestation(
     payouts: bytes,
     chain_id: int = CHAIN_ID,
 ) -> bytes:
-    """A validator's attestation of a job's report and payouts (its payouts hash)."""
-    signed = Account.sign_typed_data(
-        signer.key,
-        domain_data={
-            "name": "TrainingEscrow",
-            "version": "2",
-            "chainId": chain_id,
-            "verifyingContract": escrow_address,
-        },
-        message_types=ATTESTATION_TYPES,
-        message_data={"jobId": job_id, "reportHash": report_hash, "payoutsHash": payouts},
-    )
-    return bytes(signed.signature)
+    """A validator's attestation of a job's report and payouts (its payouts hash), signed as a
+    validator node signs it (chain/attestations.py, checked against the escrow's own digest in
+    test_attestations.py)."""
+    return attestations.sign_attestation(
+        signer.key, chain_id=chain_id, escrow=escrow_address, job_id=job_id,
+        report_hash=report_hash, payouts_hash=payouts,
+    )  # fmt: skip

@@ -54,3 +54,10 @@ def test_artifacts_shape():
         assert artifact["deployedBytecode"].startswith("0x")
         assert len(artifact["sourceHash"]) == 66
         assert str(ROOT) not in text
+
+
+def test_the_deployed_code_fits_the_code_size_limit():
+    """EIP-170: a contract's deployed code is at most 24,576 bytes, or it cannot be deployed."""
+    for name in PRODUCT:
+        code = json.loads((BUILD_DIR / f"{name}.json").read_text())["deployedBytecode"]
+        assert (len(code) - 2) // 2 <= 24_576, name

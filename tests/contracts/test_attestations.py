@@ -40,8 +40,10 @@ def test_the_payouts_hash_is_the_escrows(market: Market):
     # Addresses in any case hash the same.
     assert payouts_hash([p.lower() for p in payees], amounts) == payouts_hash(payees, amounts)
     assert payouts_hash([], []) == market.escrow.functions.payoutsHashOf([], []).call()
-    with pytest.raises(ValueError):
+    assert (
         payouts_hash(payees, amounts[:2])
+        == market.escrow.functions.payoutsHashOf(payees, amounts[:2]).call()
+    )
 
 
 def test_the_digest_and_the_domain_are_the_escrows(market: Market):
