@@ -66,3 +66,14 @@ def test_a_strangers_funding_of_the_job_id_is_neither_counted_nor_blocking(
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.COMPLETED
     assert run.funding_tx == paid
+
+    # The refund is the stranger's to take back; it does, so its account holds nothing in the
+    # escrow again (other tests see it as an account nobody pays).
+    refunded = escrow.balance_of(STRANGER)
+    assert refunded == stranger_job.value_wei
+    withdraw = escrow.withdraw_request()
+    w3 = get_web3()
+    w3.eth.wait_for_transaction_receipt(
+        w3.eth.send_transaction({"from": STRANGER, "to": withdraw.to, "data": withdraw.data})
+    )
+    assert escrow.balance_of(STRANGER) == 0
