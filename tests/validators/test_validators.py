@@ -7,11 +7,11 @@ import base64
 import time
 
 import pytest
-from chain.attestations import payouts_hash, recover_attester, sign_attestation
 from django.conf import settings
 from django.utils import timezone
 from eth_account import Account
 
+from chain.attestations import payouts_hash, recover_attester, sign_attestation
 from chain.client import get_web3
 from chain.wrappers import IdentityRegistry, TrainingEscrow
 from marketplace.crypto import seal_to, unwrap_data_key, x25519_keypair
@@ -66,7 +66,9 @@ def test_a_quorum_of_validators_attests_and_the_escrow_pays_them_and_the_owners(
     credited = _credits(escrow, run)
     terms = escrow.validator_terms()
     paid_validators = {a: v for a, v in credited.items() if a in validator_nodes.addresses}
-    assert set(paid_validators) == {a["validator"] for a in body["attestations"]}
+    # The attestations in when the run settled are the ones paid (a late one is listed, unpaid).
+    assert len(paid_validators) >= 2
+    assert set(paid_validators) <= {a["validator"] for a in body["attestations"]}
     share = int(run.fee_wei) * terms.validator_fee_bps // 10_000 // len(paid_validators)
     assert share > 0
     assert set(paid_validators.values()) == {share}
@@ -232,31 +234,66 @@ def test_a_validator_refuses_altered_terms_and_says_why(
 def test_answers_must_be_signed_by_the_assigned_validator(
     celery_worker, validator_nodes, buyer_api, cancer_datasets, client
 ):
-    run = run_to_completion(buyer_api, cancer_datasets, model="random_forest", seed=7)
-    request = AttestationRequest.objects.filter(round__run=run).order_by("position").first()
-    stranger = sign_attestation(
-        dev_private_key(17), chain_id=settings.CHAIN_ID, escrow=TrainingEscrow.deployed().address,
-        job_id=bytes.fromhex(run.job_id), report_hash=bytes.fromhex(run.report_hash[2:]),
-        payouts_hash=b"\1" * 32,
-    )  # fmt: skip
-    response = client.post(
-        f"/api/attestation-requests/{request.pk}",
-        {
-            "signature": "0x" + stranger.hex(),
-            "report_hash": run.report_hash,
-            "payouts_hash": "0x" + "01" * 32,
-        },
-        content_type="application/json",
-    )
-    assert response.status_code in (403, 409)
-    assert response.json()["code"] in ("wrong_signer", "already_answered")
-    missing = client.post(
-        f"/api/attestation-requests/{request.pk}",
-        {"signature": "0x" + stranger.hex()},
-        content_type="application/json",
-    )
-    assert missing.status_code == 400
-    assert missing.json()["code"] == "incomplete_answer"
+    validator_nodes.stop(14)
+    try:
+        run = commission_and_pay(buyer_api, cancer_datasets, seed=8)
+        absent = validator_nodes.address(14)
+        request = _wait(
+            lambda: AttestationRequest.objects.filter(
+                round__run=run, validator__address=absent
+            ).first(),
+            what="the request to the stopped validator",
+        )
+        escrow = TrainingEscrow.deployed().address
+        attestation = {
+            "chain_id": settings.CHAIN_ID, "escrow": escrow, "job_id": bytes.fromhex(run.job_id),
+            "report_hash": b"\5" * 32, "payouts_hash": b"\6" * 32,
+        }  # fmt: skip
+        body = {"report_hash": "0x" + "05" * 32, "payouts_hash": "0x" + "06" * 32}
+
+        stranger = sign_attestation(dev_private_key(17), **attestation)
+        response = client.post(
+            f"/api/attestation-requests/{request.pk}",
+            {**body, "signature": "0x" + stranger.hex()},
+            content_type="application/json",
+        )
+        assert response.status_code == 403
+        assert response.json()["extra"]["code"] == "wrong_signer"
+        assert "assigned validator" in response.json()["message"]
+
+        incomplete = client.post(
+            f"/api/attestation-requests/{request.pk}",
+            {"signature": "0x" + stranger.hex()},
+            content_type="application/json",
+        )
+        assert incomplete.status_code == 400
+        assert incomplete.json()["extra"]["code"] == "incomplete_answer"
+
+        # The assigned validator's own signature of another report is taken, and does not count.
+        own = sign_attestation(dev_private_key(14), **attestation)
+        answered = client.post(
+            f"/api/attestation-requests/{request.pk}",
+            {**body, "signature": "0x" + own.hex()},
+            content_type="application/json",
+        )
+        assert answered.status_code == 200, answered.content
+        again = client.post(
+            f"/api/attestation-requests/{request.pk}",
+            {**body, "signature": "0x" + stranger.hex()},
+            content_type="application/json",
+        )
+        assert again.status_code == 409
+
+        run = wait_for_run(run.pk, "completed", "failed")
+        assert run.status == "completed", run.error
+        detail = buyer_api.get(f"/api/training-runs/{run.pk}").json()
+        answers = {v["validator"]: v for v in detail["validators"]}
+        assert answers[absent]["status"] == "attested" and not answers[absent]["agrees"]
+        credited = _credits(TrainingEscrow.deployed(), run)
+        assert absent not in credited
+    finally:
+        validator_nodes.start(14)
+        validator_nodes.wait_until_registered(14)
 
 
 # --- staking, unstaking and slashing ------------------------------------------------------------
