@@ -253,3 +253,66 @@ def validator_nodes(live_server, _deployed_addresses, ipfs_node, tmp_path_factor
     yield nodes
     for account in list(nodes.processes):
         nodes.stop(account)
+
+
+@pytest.fixture(scope="session")
+def staked_validators(_deployed_addresses, django_db_blocker):
+    """The dev validators (accounts 12-14) staked on the session's escrow with an X25519 key in
+    their DID documents, for tests that play the worker (and so its validators) in this process.
+    The validator processes, when they start, keep the stake and publish their own keys."""
+    from eth_account import Account
+
+    from chain.client import contract_at, get_web3
+    from marketplace.crypto import x25519_keypair
+    from marketplace.did import ENCRYPTION_KEY_ATTRIBUTE
+
+    w3 = get_web3()
+    addresses = {row["contract"]: row["address"] for row in _deployed_addresses}
+    escrow = contract_at(w3, "TrainingEscrow", addresses["TrainingEscrow"])
+    identity = contract_at(w3, "IdentityRegistry", addresses["IdentityRegistry"])
+    for account in VALIDATOR_DEV_ACCOUNTS:
+        address = Account.from_key(devstack.dev_private_key(account)).address
+        if escrow.functions.isValidator(address).call():
+            continue
+        stake = escrow.functions.minStake().call()
+        w3.eth.wait_for_transaction_receipt(
+            escrow.functions.stake().transact({"from": address, "value": stake})
+        )
+        name = ENCRYPTION_KEY_ATTRIBUTE.encode().ljust(32, b"\0")
+        w3.eth.wait_for_transaction_receipt(
+            identity.functions.setAttribute(address, name, x25519_keypair()[1], 86400).transact(
+                {"from": address}
+            )
+        )
+    return [Account.from_key(devstack.dev_private_key(a)).address for a in VALIDATOR_DEV_ACCOUNTS]
+
+
+def attest_in_process(run) -> int:
+    """What the run's validators do, played here with their dev keys, for tests that play the
+    worker in this process (the validator processes cannot read uncommitted rows): each open
+    request is answered with an EIP-712 attestation of the run's report and payouts, which the
+    escrow checks. Returns how many were answered."""
+    from eth_account import Account
+
+    from chain.attestations import sign_attestation
+    from validators.models import AttestationRequest
+    from validators.services import attestation_answer_record, expected_payouts_hash
+
+    keys = {
+        Account.from_key(devstack.dev_private_key(a)).address: devstack.dev_private_key(a)
+        for a in VALIDATOR_DEV_ACCOUNTS
+    }
+    payouts = expected_payouts_hash(run.report)
+    answered = 0
+    for request in AttestationRequest.objects.filter(round__run=run, status="open"):
+        signature = sign_attestation(
+            keys[request.validator.address], chain_id=settings.CHAIN_ID,
+            escrow=request.spec["escrow"], job_id=bytes.fromhex(run.job_id),
+            report_hash=bytes.fromhex(run.report_hash[2:]), payouts_hash=bytes.fromhex(payouts[2:]),
+        )  # fmt: skip
+        attestation_answer_record(
+            request_id=request.pk, signature="0x" + signature.hex(),
+            report_hash=run.report_hash, payouts_hash_hex=payouts,
+        )  # fmt: skip
+        answered += 1
+    return answered

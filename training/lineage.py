@@ -48,6 +48,37 @@ def model_fingerprint_matches(model_bytes: bytes, report: dict) -> bool:
         return False
 
 
+def _attestations_check(escrow, settled, job_id: bytes, report: dict, attesters: list) -> Check:
+    """The validators' EIP-712 signatures in the settlement's calldata each recover to one of the
+    settlement's attesters, for this job, this report and the report's payouts."""
+    from chain.attestations import payouts_hash, recover_attester
+
+    name = "validators signed this job, report and payouts"
+    tx = escrow.w3.eth.get_transaction(settled.tx_hash)
+    try:
+        function, args = escrow.contract.decode_function_input(tx["input"])
+    except ValueError:
+        return Check(name, False, "the settlement is not a direct call of the escrow")
+    if function.fn_name != "settle":
+        return Check(name, False, f"the settlement called {function.fn_name}")
+    payouts = payouts_hash(
+        [d["owner"] for d in report["datasets"]], [int(d["amount_wei"]) for d in report["datasets"]]
+    )
+    signers = sorted(
+        recover_attester(
+            bytes(signature),
+            chain_id=escrow.w3.eth.chain_id,
+            escrow=escrow.address,
+            job_id=job_id,
+            report_hash=bytes(args["reportHash"]),
+            payouts_hash=payouts,
+        )  # fmt: skip
+        for signature in args["signatures"]
+    )
+    ok = bool(signers) and signers == sorted(attesters)
+    return Check(name, ok, ", ".join(signers) or "no attestation")
+
+
 def verify_lineage(
     job_id: bytes, *, escrow: TrainingEscrow, registry: DatasetRegistry
 ) -> list[Check]:
@@ -154,6 +185,7 @@ def verify_lineage(
             f"{len(attesters)} validators",
         )
     )
+    checks.append(_attestations_check(escrow, settled, job_id, report, attesters))
     checks.append(
         Check(
             "payouts plus fee equal the escrowed value",

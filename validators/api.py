@@ -4,7 +4,7 @@
 from __future__ import annotations
 
 from drf_spectacular.types import OpenApiTypes
-from drf_spectacular.utils import OpenApiParameter, extend_schema
+from drf_spectacular.utils import OpenApiParameter, extend_schema, inline_serializer
 from rest_framework import permissions, serializers
 from rest_framework.response import Response
 from rest_framework.views import APIView
@@ -24,6 +24,39 @@ from marketplace.throttling import THROTTLES
 from validators import selectors, services
 
 ADDRESS = r"\A0x[0-9a-fA-F]{40}\Z"
+ValidatorOut = inline_serializer(
+    "Validator",
+    {
+        "address": serializers.CharField(),
+        "did": serializers.CharField(),
+        "stake_wei": serializers.CharField(),
+        "status": serializers.ChoiceField(choices=["none", "active", "leaving", "removed"]),
+        "status_label": serializers.CharField(),
+        "attestations": serializers.IntegerField(),
+        "slashed_wei": serializers.CharField(),
+        "encryption_key": serializers.CharField(allow_null=True),
+    },
+    many=True,
+)
+AttestationRequestOut = inline_serializer(
+    "AttestationRequest",
+    {
+        "id": serializers.IntegerField(),
+        "run": serializers.IntegerField(),
+        "job_id": serializers.CharField(),
+        "buyer": serializers.CharField(),
+        "funding_tx": serializers.CharField(),
+        "funding_block": serializers.IntegerField(allow_null=True),
+        "chain_id": serializers.IntegerField(),
+        "validator": serializers.CharField(),
+        "spec": serializers.DictField(),
+        "sealed_keys": serializers.DictField(child=serializers.CharField()),
+        "sealed_dp_seed": serializers.CharField(allow_null=True),
+        "deadline": serializers.DateTimeField(),
+        "status": serializers.CharField(),
+    },
+    many=True,
+)
 HASH32 = r"\A0x[0-9a-fA-F]{64}\Z"
 
 
@@ -31,7 +64,7 @@ class ValidatorListApi(APIView):
     permission_classes = [permissions.AllowAny]
     authentication_classes: list = []
 
-    @extend_schema(responses=responses({200: OpenApiTypes.OBJECT}, *PUBLIC))
+    @extend_schema(responses=responses({200: ValidatorOut}, *PUBLIC))
     def get(self, request):
         return Response(selectors.validators_list())
 
@@ -52,7 +85,7 @@ class AttestationRequestListApi(APIView):
                 description="The validator's address: its open requests, oldest first.",
             )
         ],
-        responses=responses({200: OpenApiTypes.OBJECT}, *PUBLIC, 400, 429),
+        responses=responses({200: AttestationRequestOut}, *PUBLIC, 400, 429),
     )
     def get(self, request):
         import re
@@ -66,53 +99,60 @@ class AttestationRequestListApi(APIView):
         return Response(selectors.open_requests_for(address))
 
 
-class AnswerInput(serializers.Serializer):
+class AttestationInput(serializers.Serializer):
     signature = TextField(pattern=HEX_SIGNATURE, refusal=SIGNATURE_REFUSAL)
     report_hash = TextField(
-        required=False, pattern=HASH32,
-        refusal=("report_hash must be 0x and 64 hex digits.", "bad_hash"),
-    )  # fmt: skip
+        pattern=HASH32, refusal=("report_hash must be 0x and 64 hex digits.", "bad_hash")
+    )
     payouts_hash = TextField(
-        required=False, pattern=HASH32,
-        refusal=("payouts_hash must be 0x and 64 hex digits.", "bad_hash"),
-    )  # fmt: skip
+        pattern=HASH32, refusal=("payouts_hash must be 0x and 64 hex digits.", "bad_hash")
+    )
+
+
+class RefusalInput(serializers.Serializer):
+    signature = TextField(pattern=HEX_SIGNATURE, refusal=SIGNATURE_REFUSAL)
     refusal = TextField(
-        required=False, max_length=2000, pattern=SOME_TEXT,
-        refusal=("A refusal needs a reason.", "bad_refusal"),
-    )  # fmt: skip
-
-    def validate(self, attrs):
-        if not attrs.get("refusal") and not (
-            attrs.get("report_hash") and attrs.get("payouts_hash")
-        ):
-            raise ApplicationError(
-                "Send either report_hash and payouts_hash with the EIP-712 attestation's "
-                "signature, or a refusal with the signed refusal message.",
-                {"code": "incomplete_answer"},
-            )
-        return attrs
+        max_length=2000, pattern=SOME_TEXT, refusal=("A refusal needs a reason.", "bad_refusal")
+    )
 
 
-class AttestationAnswerApi(APIView):
+class _AnswerApi(APIView):
     permission_classes = [permissions.AllowAny]
     authentication_classes: list = []
     throttle_classes = THROTTLES
     throttle_scope = "attest"
 
+
+class AttestationApi(_AnswerApi):
     @extend_schema(
         parameters=[record_id("request_id", "The attestation request.")],
-        request=AnswerInput,
+        request=AttestationInput,
         responses=responses({200: OpenApiTypes.OBJECT}, *PUBLIC, *JSON_BODY, 403, 409, 429),
+        description="The assigned validator's EIP-712 attestation of the run it re-computed.",
     )
     def post(self, request, request_id: int):
-        data = AnswerInput(data=request.data)
+        data = AttestationInput(data=request.data)
         data.is_valid(raise_exception=True)
         values = data.validated_data
         answered = services.attestation_answer_record(
-            request_id=request_id,
-            signature=values["signature"],
-            report_hash=values.get("report_hash", ""),
-            payouts_hash_hex=values.get("payouts_hash", ""),
-            refusal=values.get("refusal", ""),
+            request_id=request_id, signature=values["signature"],
+            report_hash=values["report_hash"], payouts_hash_hex=values["payouts_hash"],
+        )  # fmt: skip
+        return Response({"id": answered.pk, "status": answered.status})
+
+
+class RefusalApi(_AnswerApi):
+    @extend_schema(
+        parameters=[record_id("request_id", "The attestation request.")],
+        request=RefusalInput,
+        responses=responses({200: OpenApiTypes.OBJECT}, *PUBLIC, *JSON_BODY, 403, 409, 429),
+        description="The assigned validator's refusal and why, signed (EIP-191) by its key.",
+    )
+    def post(self, request, request_id: int):
+        data = RefusalInput(data=request.data)
+        data.is_valid(raise_exception=True)
+        values = data.validated_data
+        answered = services.attestation_answer_record(
+            request_id=request_id, signature=values["signature"], refusal=values["refusal"]
         )
         return Response({"id": answered.pk, "status": answered.status})

@@ -212,8 +212,9 @@ class ValidatorNode:
         return {"refusal": reason, "signature": "0x" + bytes(signature).hex()}
 
     def send(self, request: dict, answer: dict) -> None:
+        kind = "refusal" if "refusal" in answer else "attestation"
         response = self.http.post(
-            self._api(f"/api/attestation-requests/{request['id']}"),
+            self._api(f"/api/attestation-requests/{request['id']}/{kind}"),
             json=answer,
             timeout=self.config.http_timeout,
         )

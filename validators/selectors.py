@@ -53,7 +53,10 @@ def request_detail(request: AttestationRequest) -> dict:
 def open_requests_for(address: str, *, limit: int = 50) -> list[dict]:
     requests = (
         AttestationRequest.objects.filter(
-            validator__address__iexact=address, status=AttestationRequest.Status.OPEN
+            validator__address__iexact=address,
+            status=AttestationRequest.Status.OPEN,
+            # A run that failed or completed needs no more work.
+            round__run__status__in=("running", "settling"),
         )
         .select_related("round__run__buyer", "validator")
         .order_by("created")[:limit]

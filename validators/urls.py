@@ -11,8 +11,13 @@ urlpatterns = [
         name="api-attestation-requests",
     ),
     path(
-        "api/attestation-requests/<id:request_id>",
-        api.AttestationAnswerApi.as_view(),
-        name="api-attestation-answer",
+        "api/attestation-requests/<id:request_id>/attestation",
+        api.AttestationApi.as_view(),
+        name="api-attestation",
+    ),
+    path(
+        "api/attestation-requests/<id:request_id>/refusal",
+        api.RefusalApi.as_view(),
+        name="api-attestation-refusal",
     ),
 ]

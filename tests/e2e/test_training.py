@@ -59,6 +59,17 @@ def test_buyer_commissions_pays_watches_and_downloads_a_model(
     expect(page.locator("#lineage")).to_contain_text("Settlement transaction")
     expect(page.locator("#lineage")).to_contain_text(run.report["model_fingerprint"])
 
+    # Who attested what: the validators that re-computed the run, their signatures of its report.
+    attestation = page.get_by_test_id("attestation")
+    expect(attestation).to_be_visible()
+    expect(page.get_by_test_id("attestation-summary")).to_contain_text("2 are needed")
+    attested = page.get_by_test_id("attestation-row").filter(has_text="Attested")
+    expect(attested).not_to_have_count(0)
+    assert attested.count() >= 2
+    for signed in run.attestation_round.requests.filter(status="attested"):
+        row = page.get_by_test_id("attestation-row").filter(has_text=signed.validator.address)
+        expect(row).to_contain_text(run.report_hash)
+
     # Curation: per dataset, how many rows were left out (counts only) and why each was paid so.
     expect(page.get_by_test_id("run-curate")).to_have_text("harmful rows left out of the model")
     explanations = page.get_by_test_id("payout-explanations")
@@ -90,6 +101,11 @@ def test_buyer_commissions_pays_watches_and_downloads_a_model(
     predictions = model.predict(frame.drop(columns="target").head(20))
     assert set(predictions) <= {0, 1}
     assert (predictions == frame["target"].head(20)).mean() > 0.6
+
+    # The validators' page, from the run's.
+    page.get_by_role("link", name="About validators").click()
+    expect(page.get_by_test_id("validator-row")).not_to_have_count(0)
+    expect(page.get_by_role("heading", name="Run a validator")).to_be_visible()
 
 
 def test_the_pay_step_appears_only_with_a_price(page, live_server, cancer_datasets):

@@ -182,3 +182,18 @@ def run_to_completion(buyer_api, datasets, **terms) -> TrainingRun:
     run = wait_for_run(body["id"], "completed", "failed")
     assert run.status == "completed", run.error
     return run
+
+
+def execute_attested(run_id: int, *, task_id: str = "") -> TrainingRun:
+    """Play the worker and its validators in this process: train and package, have each assigned
+    validator attest the report (`attest_in_process`), then settle on the quorum."""
+    from tests.conftest import attest_in_process
+    from training.services import training_run_execute, training_run_settle
+
+    training_run_execute(run_id=run_id, task_id=task_id)
+    run = TrainingRun.objects.get(pk=run_id)
+    if run.status == TrainingRun.Status.SETTLING:
+        attest_in_process(run)
+        training_run_settle(run_id=run_id)
+        run.refresh_from_db()
+    return run

@@ -111,12 +111,21 @@ def test_the_indexer_records_credits_and_withdrawals_too(completed_run, cancer_d
     Earning.objects.all().delete()
     chain_index_catch_up(w3=get_web3())
 
+    owners = {d.owner.address for d in cancer_datasets}
     credited = Earning.objects.filter(job_id=completed_run.job_id)
-    assert {e.payee for e in credited} == {d.owner.address for d in cancer_datasets}
-    assert (
-        sum(e.amount_wei for e in credited)
-        == completed_run.funded_value_wei - completed_run.fee_wei
+    to_owners = [e for e in credited if e.payee in owners]
+    assert {e.payee for e in to_owners} == owners
+    assert sum(e.amount_wei for e in to_owners) == (
+        completed_run.funded_value_wei - completed_run.fee_wei
     )
+    # The rest is the attesting validators' share of the fee, credited like any payee.
+    attested = {
+        r.validator.address
+        for r in completed_run.attestation_round.requests.filter(status="attested")
+    }
+    to_validators = [e for e in credited if e.payee not in owners]
+    assert len(to_validators) >= 2
+    assert {e.payee for e in to_validators} <= attested
 
 
 def test_a_datasets_page_and_api_show_its_runs_and_total_earnings(

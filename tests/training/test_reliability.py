@@ -9,7 +9,13 @@ from chain.client import ChainUnavailable
 from chain.wrappers import JobState, TrainingEscrow
 from marketplace.devstack import free_port
 from marketplace.ipfs import IpfsUnavailable
-from tests.training.conftest import BUYER, commission_and_pay, list_frame, wait_for_run
+from tests.training.conftest import (
+    BUYER,
+    commission_and_pay,
+    execute_attested,
+    list_frame,
+    wait_for_run,
+)
 from training.models import TrainingRun
 from training.services import training_run_execute
 
@@ -19,7 +25,7 @@ from training.services import training_run_execute
     ("setting", "error"), [("IPFS_API_URL", IpfsUnavailable), ("CHAIN_RPC_URL", ChainUnavailable)]
 )
 def test_a_node_outage_leaves_the_run_resumable_and_it_completes_when_back(
-    buyer_api, cancer_datasets, setting, error
+    buyer_api, cancer_datasets, setting, error, staked_validators
 ):
     # In this test's transaction the funding's enqueue never fires: the test plays the worker.
     run = commission_and_pay(buyer_api, cancer_datasets)
@@ -33,7 +39,7 @@ def test_a_node_outage_leaves_the_run_resumable_and_it_completes_when_back(
     assert run.status in ("funded", "running")
     assert not run.refund_tx and not run.error
 
-    training_run_execute(run_id=run.pk)  # the node is back
+    execute_attested(run.pk)  # the node is back
 
     run.refresh_from_db()
     assert run.status == "completed"

@@ -15,8 +15,9 @@ from chain.models import ChainTransaction
 from chain.sender import TransactionPending
 from chain.wrappers import JobState, TrainingEscrow, settle_intent
 from marketplace.ipfs import normalize_cid, pinned_cids, raw_cid_for_sha256
+from tests.conftest import attest_in_process
 from tests.marketplace.test_outages import closed_url  # noqa: F401 - a fixture
-from tests.training.conftest import commission_and_pay, wait_for_run, wallet_pay
+from tests.training.conftest import commission_and_pay, execute_attested, wait_for_run, wallet_pay
 from training import pipeline
 from training.models import TrainingRun
 from training.services import (
@@ -24,11 +25,12 @@ from training.services import (
     training_run_execute,
     training_run_fail,
     training_run_refund,
+    training_run_settle,
     training_runs_resume,
 )
 from training.tasks import run_training
 
-pytestmark = pytest.mark.django_db
+pytestmark = [pytest.mark.django_db, pytest.mark.usefixtures("staked_validators")]
 
 
 @contextmanager
@@ -59,10 +61,12 @@ def test_a_settlement_mined_late_is_recorded_as_settled_never_refunded(buyer_api
     escrow = TrainingEscrow.deployed()
 
     with override_settings(CHAIN_TX_WAIT_SECONDS=1), mining_paused() as w3:
-        with pytest.raises(TransactionPending):  # the task retries this
-            training_run_execute(run_id=run.pk)
+        training_run_execute(run_id=run.pk)
         run.refresh_from_db()
-        assert run.status == TrainingRun.Status.SETTLING
+        assert (run.status, run.stage) == (TrainingRun.Status.SETTLING, "attesting")
+        assert attest_in_process(run) == 3
+        with pytest.raises(TransactionPending):  # the task retries this
+            training_run_settle(run_id=run.pk)
 
         # The run is then stopped (e.g. by its time limit) while the settlement is pending.
         assert training_run_fail(run_id=run.pk, reason="The run did not finish in time.")
@@ -93,7 +97,7 @@ def test_a_later_delivery_never_overwrites_what_was_settled(
     late = pipeline.train_and_package(run, on_stage=lambda stage, progress: None)
     TrainingRun.objects.filter(pk=run.pk).update(status=TrainingRun.Status.FUNDED)
 
-    training_run_execute(run_id=run.pk)  # the first delivery completes and settles
+    execute_attested(run.pk)  # the first delivery completes and settles
     with django_capture_on_commit_callbacks(execute=True):
         recorded = training_run_artifacts_record(run_id=run.pk, packaged=late)
     training_run_execute(run_id=run.pk)  # and a redelivery after the end changes nothing
@@ -149,7 +153,7 @@ def test_a_failed_run_says_what_failed_and_its_refund_is_followed_to_the_receipt
 
 def test_a_refund_after_the_settlement_was_mined_records_the_settlement(buyer_api, cancer_datasets):
     run = commission_and_pay(buyer_api, cancer_datasets)
-    training_run_execute(run_id=run.pk)
+    execute_attested(run.pk)
     # The database lost the completion (e.g. restored from a backup taken while settling).
     TrainingRun.objects.filter(pk=run.pk).update(
         status=TrainingRun.Status.REFUNDING, settlement_tx="", error="Stopped."
@@ -174,7 +178,7 @@ def test_a_second_message_for_a_run_another_task_took_trains_nothing(buyer_api, 
     assert run.status == TrainingRun.Status.RUNNING and run.report_hash == ""
     assert not ChainTransaction.objects.filter(intent=settle_intent(bytes.fromhex(run.job_id)))
 
-    training_run_execute(run_id=run.pk, task_id="first-task")  # its redelivery resumes it
+    execute_attested(run.pk, task_id="first-task")  # its redelivery resumes it
 
     run.refresh_from_db()
     assert run.status == TrainingRun.Status.COMPLETED

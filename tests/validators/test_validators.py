@@ -253,7 +253,7 @@ def test_answers_must_be_signed_by_the_assigned_validator(
 
         stranger = sign_attestation(dev_private_key(17), **attestation)
         response = client.post(
-            f"/api/attestation-requests/{request.pk}",
+            f"/api/attestation-requests/{request.pk}/attestation",
             {**body, "signature": "0x" + stranger.hex()},
             content_type="application/json",
         )
@@ -261,24 +261,24 @@ def test_answers_must_be_signed_by_the_assigned_validator(
         assert response.json()["extra"]["code"] == "wrong_signer"
         assert "assigned validator" in response.json()["message"]
 
-        incomplete = client.post(
-            f"/api/attestation-requests/{request.pk}",
-            {"signature": "0x" + stranger.hex()},
+        refusal = client.post(
+            f"/api/attestation-requests/{request.pk}/refusal",
+            {"signature": "0x" + stranger.hex(), "refusal": "I was not asked"},
             content_type="application/json",
         )
-        assert incomplete.status_code == 400
-        assert incomplete.json()["extra"]["code"] == "incomplete_answer"
+        assert refusal.status_code == 403  # a refusal in its name is refused too
+        assert refusal.json()["extra"]["code"] == "wrong_signer"
 
         # The assigned validator's own signature of another report is taken, and does not count.
         own = sign_attestation(dev_private_key(14), **attestation)
         answered = client.post(
-            f"/api/attestation-requests/{request.pk}",
+            f"/api/attestation-requests/{request.pk}/attestation",
             {**body, "signature": "0x" + own.hex()},
             content_type="application/json",
         )
         assert answered.status_code == 200, answered.content
         again = client.post(
-            f"/api/attestation-requests/{request.pk}",
+            f"/api/attestation-requests/{request.pk}/attestation",
             {**body, "signature": "0x" + stranger.hex()},
             content_type="application/json",
         )
@@ -421,3 +421,26 @@ def test_a_validator_node_has_no_database(tmp_path):
     assert result.stdout.startswith("None memory://")
     assert "ImproperlyConfigured" in result.stderr
     assert not (tmp_path / "master.key").exists()
+
+
+def test_a_validator_never_signs_two_results_for_one_job(tmp_path):
+    """What it signed is kept in its state folder, across restarts: a second, different result
+    for the same job (which would let anyone slash it) is refused."""
+    from validators.node import NodeConfig, Refused, ValidatorNode
+
+    def node():
+        return ValidatorNode(
+            NodeConfig(
+                private_key=dev_private_key(17), marketplace_url="http://127.0.0.1:9",
+                rpc_url="http://127.0.0.1:9", state_dir=tmp_path / "state",
+            )
+        )  # fmt: skip
+
+    first = node()
+    first._remember("0x" + "ab" * 32, "0x" + "01" * 32, "0x" + "02" * 32)
+    first._remember("0x" + "ab" * 32, "0x" + "01" * 32, "0x" + "02" * 32)  # the same again
+    restarted = node()
+    assert restarted.x25519_public == first.x25519_public  # the same key after a restart
+    with pytest.raises(Refused, match="already attested another result"):
+        restarted._remember("0x" + "ab" * 32, "0x" + "03" * 32, "0x" + "02" * 32)
+    restarted._remember("0x" + "cd" * 32, "0x" + "03" * 32, "0x" + "02" * 32)  # another job
