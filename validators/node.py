@@ -402,4 +402,6 @@ class ValidatorNode:
                 self.tick()
             except (requests.RequestException, NodeUnavailable, ConnectionError) as exc:
                 logger.warning("a node or the marketplace does not answer: %s", exc)
+            except Exception:  # the node keeps serving the other requests
+                logger.exception("the requests could not be answered this round")
             time.sleep(self.config.poll_seconds)
