@@ -394,7 +394,10 @@ class ValidatorNode:
                 break
             except (requests.RequestException, NodeUnavailable, ConnectionError, KeyError,
                     ValueError, RuntimeError) as exc:  # fmt: skip
-                logger.info("waiting for the marketplace and its contracts: %s", exc)
+                logger.info(
+                    "waiting for the marketplace at %s and its contracts (%s)",
+                    self.config.marketplace_url, type(exc).__name__,
+                )  # fmt: skip
                 time.sleep(max(self.config.poll_seconds, 2.0))
         logger.info("validator %s is watching %s", self.address, self.config.marketplace_url)
         while True:
