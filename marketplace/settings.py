@@ -359,5 +359,38 @@ DATASET_DECRYPT_IN_MEMORY_MAX_BYTES = env_int(
 # Training runs ----------------------------------------------------------------------------------
 # A run that has not finished within this time is stopped and its escrow refunded.
 TRAINING_SOFT_TIME_LIMIT_SECONDS = env_int("TRAINING_SOFT_TIME_LIMIT_SECONDS", 1800, minimum=1)
-# Training runs go to this queue: point dedicated (bigger) workers at it with `-Q`.
-CELERY_TRAINING_QUEUE = env_str("CELERY_TRAINING_QUEUE", CELERY_TASK_DEFAULT_QUEUE)
+TRAINING_TIME_LIMIT_SECONDS = TRAINING_SOFT_TIME_LIMIT_SECONDS + 60
+# Settling or refunding a run: one escrow transaction, followed to its receipt.
+TRAINING_SETTLEMENT_SOFT_TIME_LIMIT = 300
+TRAINING_SETTLEMENT_TIME_LIMIT = 360
+# A run's settlement is looked at again just after its attestations' deadline (a countdown).
+ATTESTATION_DEADLINE_CHECK_SECONDS = ATTESTATION_TIMEOUT_SECONDS + 1
+# Training runs go to this queue. In production it is a queue of its own, consumed by dedicated
+# (bigger) workers (`celery -A marketplace worker -Q training`); in development the one worker
+# takes them from the default queue.
+CELERY_TRAINING_QUEUE = env_str(
+    "CELERY_TRAINING_QUEUE", CELERY_TASK_DEFAULT_QUEUE if DEBUG else "training"
+)
+# Only the training itself: settling and refunding are short chain steps that stay on the default
+# queue, so a payout or a refund never waits behind long runs.
+CELERY_TASK_ROUTES = {"training.run": {"queue": CELERY_TRAINING_QUEUE}}
+
+# Redis broker: a message not acknowledged within the visibility timeout is delivered again, to
+# another worker. Our steps are acknowledged when they finish (acks_late), and a message with a
+# countdown stays unacknowledged from its delivery until it has run, so the timeout must outlast
+# the longest countdown plus the longest time limit; the margin covers retries' backoff (at most
+# 120 s) and clock skew between hosts.
+CELERY_LONGEST_TIME_LIMIT_SECONDS = max(
+    CELERY_TASK_TIME_LIMIT,
+    DATASET_PROCESS_TIME_LIMIT,
+    DATASET_REGISTER_TIME_LIMIT,
+    TRAINING_TIME_LIMIT_SECONDS,
+    TRAINING_SETTLEMENT_TIME_LIMIT,
+)
+CELERY_LONGEST_COUNTDOWN_SECONDS = ATTESTATION_DEADLINE_CHECK_SECONDS
+CELERY_VISIBILITY_MARGIN_SECONDS = 600
+CELERY_BROKER_TRANSPORT_OPTIONS["visibility_timeout"] = (
+    CELERY_LONGEST_COUNTDOWN_SECONDS
+    + CELERY_LONGEST_TIME_LIMIT_SECONDS
+    + CELERY_VISIBILITY_MARGIN_SECONDS
+)

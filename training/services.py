@@ -359,13 +359,12 @@ def training_run_enqueue(run_id: int) -> None:
     stalled runs queues the run once the broker is back."""
     from training.tasks import run_training
 
-    soft = settings.TRAINING_SOFT_TIME_LIMIT_SECONDS
     try:
         run_training.apply_async(
             args=[run_id],
             queue=settings.CELERY_TRAINING_QUEUE,
-            soft_time_limit=soft,
-            time_limit=soft + 60,
+            soft_time_limit=settings.TRAINING_SOFT_TIME_LIMIT_SECONDS,
+            time_limit=settings.TRAINING_TIME_LIMIT_SECONDS,
         )
     except Exception as exc:
         if node_outage(exc) is None:
@@ -499,7 +498,7 @@ def _attestation_open(run: TrainingRun, spec, keys: dict[int, bytes], dp_seed) -
     except NotEnoughValidators as exc:
         raise RunFailed(str(exc)) from exc
     transaction.on_commit(
-        lambda: queue_settlement(run.pk, countdown=settings.ATTESTATION_TIMEOUT_SECONDS + 1)
+        lambda: queue_settlement(run.pk, countdown=settings.ATTESTATION_DEADLINE_CHECK_SECONDS)
     )
 
 

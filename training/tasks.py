@@ -49,7 +49,7 @@ def _while(run_id: int) -> str:
     max_retries=8,
     # Defaults; training_run_enqueue sends the limits of the settings with each run.
     soft_time_limit=settings.TRAINING_SOFT_TIME_LIMIT_SECONDS,
-    time_limit=settings.TRAINING_SOFT_TIME_LIMIT_SECONDS + 60,
+    time_limit=settings.TRAINING_TIME_LIMIT_SECONDS,
 )
 def run_training(self, run_id: int) -> None:
     try:
@@ -90,8 +90,8 @@ def run_training(self, run_id: int) -> None:
     retry_backoff=2,
     retry_backoff_max=60,
     max_retries=30,
-    soft_time_limit=300,
-    time_limit=360,
+    soft_time_limit=settings.TRAINING_SETTLEMENT_SOFT_TIME_LIMIT,
+    time_limit=settings.TRAINING_SETTLEMENT_TIME_LIMIT,
 )
 def settle_training_run(run_id: int) -> None:
     """Settle a run whose attestations came in (or whose deadline passed)."""
@@ -111,8 +111,8 @@ def settle_training_run(run_id: int) -> None:
     retry_backoff=2,
     retry_backoff_max=60,
     max_retries=30,
-    soft_time_limit=300,
-    time_limit=360,
+    soft_time_limit=settings.TRAINING_SETTLEMENT_SOFT_TIME_LIMIT,
+    time_limit=settings.TRAINING_SETTLEMENT_TIME_LIMIT,
 )
 def refund_training_run(run_id: int) -> None:
     training_run_refund(run_id=run_id)
