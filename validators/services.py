@@ -12,7 +12,6 @@ import base64
 import logging
 from datetime import timedelta
 
-from chain.attestations import payouts_hash, recover_attester
 from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
@@ -21,6 +20,7 @@ from eth_account.messages import encode_defunct
 from eth_utils import keccak
 from web3 import Web3
 
+from chain.attestations import payouts_hash, recover_attester
 from chain.events import ChainEvent
 from chain.wrappers import TrainingEscrow
 from marketplace.crypto import seal_to
