@@ -1,17 +1,112 @@
-"""Decoding our contracts' logs into plain records the rest of the app uses."""
+"""Reading our contracts' logs in bounded block ranges, and decoding them into plain records the
+rest of the app uses."""
 
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from dataclasses import dataclass
 
+import requests
+from django.conf import settings
 from eth_utils import event_abi_to_log_topic
 from web3 import Web3
 from web3._utils.events import get_event_data
-from web3.exceptions import TransactionNotFound
+from web3.contract.contract import ContractEvent
+from web3.exceptions import TransactionNotFound, Web3Exception
 
 from chain.client import PRODUCT_CONTRACTS, load_artifact
+from marketplace.errors import NodeUnavailable
+
+logger = logging.getLogger(__name__)
+
+# How providers word "this eth_getLogs asks for too much" (there is no standard error code).
+_RANGE_REFUSAL_WORDS = ("range", "limit", "too many", "too large", "exceed")
+
+
+def _range_refused(exc: Exception) -> bool:
+    if isinstance(exc, NodeUnavailable):  # the node is not there: retry later, not smaller
+        return False
+    if not isinstance(exc, (ValueError, Web3Exception, requests.HTTPError)):
+        return False
+    message = str(exc).lower()
+    return any(word in message for word in _RANGE_REFUSAL_WORDS)
+
+
+def block_number_of(w3: Web3, block: int | str) -> int:
+    """`block` as a number ("latest", "safe", "finalized"... resolved on the node now)."""
+    if isinstance(block, int):
+        return block
+    if block == "latest":
+        return w3.eth.block_number
+    return w3.eth.get_block(block)["number"]
+
+
+def logs_between(
+    w3: Web3,
+    *,
+    from_block: int,
+    to_block: int | str = "latest",
+    event: ContractEvent | None = None,
+    argument_filters: dict | None = None,
+    address: str | list[str] | None = None,
+    topics: list | None = None,
+    first_only: bool = False,
+    newest_first: bool = False,
+) -> list:
+    """The logs between two blocks (both included), read in requests of at most
+    CHAIN_LOG_RANGE_BLOCKS blocks, as public RPC providers refuse larger ranges; a range the
+    provider still refuses as too large is halved, down to one block.
+
+    With `event` (a contract's event, e.g. `contract.events.JobFunded`), its decoded logs matching
+    `argument_filters`; otherwise the raw logs of `address` matching `topics`. `first_only` stops
+    at the first range that holds a match; `newest_first` reads the ranges from `to_block` down
+    (the logs of each range stay in chain order)."""
+    end = block_number_of(w3, to_block)
+    if end < from_block:
+        return []
+
+    def read(start: int, stop: int) -> list:
+        if event is not None:
+            return list(
+                event.get_logs(
+                    argument_filters=argument_filters or {}, from_block=start, to_block=stop
+                )
+            )
+        params: dict = {"fromBlock": start, "toBlock": stop}
+        if address is not None:
+            params["address"] = address
+        if topics is not None:
+            params["topics"] = topics
+        return list(w3.eth.get_logs(params))
+
+    span = settings.CHAIN_LOG_RANGE_BLOCKS
+    found: list = []
+    low, high = from_block, end  # the blocks not read yet
+    while low <= high:
+        if newest_first:
+            start, stop = max(low, high - span + 1), high
+        else:
+            start, stop = low, min(high, low + span - 1)
+        try:
+            logs = read(start, stop)
+        except Exception as exc:
+            if stop == start or not _range_refused(exc):
+                raise
+            span = max(1, (stop - start + 1) // 2)
+            logger.info("the node refused logs of blocks %d-%d; reading %d at a time: %s",
+                        start, stop, span, exc)  # fmt: skip
+            continue
+        if newest_first:
+            found = logs + found
+            high = start - 1
+        else:
+            found.extend(logs)
+            low = stop + 1
+        if first_only and logs:
+            break
+    return found
 
 
 @dataclass(frozen=True)

@@ -2,6 +2,10 @@
 block, a confirmation depth behind the head, and hands each decoded event to the handlers the
 apps registered. Handlers upsert on (tx_hash, log_index), so a range read twice changes nothing.
 A log that cannot be decoded or applied is recorded as a SkippedEvent and the range goes on.
+
+A reorganisation deeper than the confirmation depth shows as a processed block whose hash
+changed: the indexer goes back to the newest processed range end whose hash still matches,
+forgets the records of logs that are no longer on the chain above it, and reads on from there.
 """
 
 from __future__ import annotations
@@ -10,24 +14,35 @@ import logging
 from collections import defaultdict
 from collections.abc import Callable
 
+from django.apps import apps
 from django.conf import settings
 from django.db import InterfaceError, OperationalError, transaction
 from web3 import Web3
+from web3.exceptions import BlockNotFound, TransactionNotFound
 
 from chain.client import deployed_addresses
-from chain.events import ChainEvent, decode_log
-from chain.models import IndexerCursor, SkippedEvent
+from chain.events import ChainEvent, decode_log, logs_between
+from chain.models import EventRecord, IndexerCursor, SkippedEvent
 from marketplace.errors import NodeUnavailable
 
 logger = logging.getLogger(__name__)
 
 EventHandler = Callable[[Web3, ChainEvent], None]
 _handlers: dict[str, list[EventHandler]] = defaultdict(list)
+# Called with the last block still on the chain after a reorganisation, to undo what the apps
+# derived from later blocks (EventRecord rows are taken care of here).
+ReorgHandler = Callable[[Web3, int], None]
+_reorg_handlers: list[ReorgHandler] = []
 
 
 def register_handler(event_name: str, handler: EventHandler) -> None:
     if handler not in _handlers[event_name]:
         _handlers[event_name].append(handler)
+
+
+def register_reorg_handler(handler: ReorgHandler) -> None:
+    if handler not in _reorg_handlers:
+        _reorg_handlers.append(handler)
 
 
 def handle_events(w3: Web3, events: list[ChainEvent]) -> None:
@@ -89,19 +104,104 @@ def chain_index(*, w3: Web3) -> int:
         if cursor.last_block < 0:
             # Nothing of ours exists before the first deployment.
             cursor.last_block = min(_deployment_blocks()) - 1
+        rewound = _rewind_past_reorg(w3, cursor)
         start = cursor.last_block + 1
-        end = min(head, start + settings.CHAIN_INDEX_MAX_BLOCKS - 1)
-        if end < start:
+        end = min(head, start + settings.CHAIN_LOG_RANGE_BLOCKS - 1)
+        # Taken before the logs: if the chain changes meanwhile, the next tick sees it.
+        end_hash = _block_hash(w3, end) if end >= start else None
+        if end_hash is None:
+            if rewound:
+                cursor.save(update_fields=["last_block", "block_hashes", "updated"])
             return 0
-        logs = w3.eth.get_logs(
-            {"fromBlock": start, "toBlock": end, "address": list(addresses.values())}
-        )
+        logs = logs_between(w3, address=list(addresses.values()), from_block=start, to_block=end)
         events = [e for e in (_index_log(w3, log, addresses) for log in logs) if e is not None]
-        cursor.last_block = end
-        cursor.save(update_fields=["last_block", "updated"])
+        cursor.processed(end, end_hash)
+        cursor.save(update_fields=["last_block", "block_hashes", "updated"])
     if events:
         logger.info("indexed %d events in blocks %d-%d", len(events), start, end)
     return end - start + 1
+
+
+def _block_hash(w3: Web3, number: int) -> str | None:
+    """The hash of the chain's block `number` now (None: the chain is not that long)."""
+    try:
+        return w3.eth.get_block(number)["hash"].to_0x_hex()
+    except BlockNotFound:
+        return None
+
+
+def _rewind_past_reorg(w3: Web3, cursor: IndexerCursor) -> bool:
+    """If the last processed block is no longer on the chain, move the cursor back to the newest
+    processed range end that still is (or before our deployment when none is) and forget what was
+    recorded from the blocks above it. Returns whether it moved the cursor."""
+    recorded = cursor.last_block_hash
+    if not recorded or _block_hash(w3, cursor.last_block) == recorded:
+        return False
+    orphaned_from = cursor.last_block
+    fork = next((n for n, h in reversed(cursor.block_hashes[:-1]) if _block_hash(w3, n) == h), None)
+    if fork is None:
+        fork = min(_deployment_blocks()) - 1
+        logger.error(
+            "block %d was replaced, and none of the %d last processed blocks is still on the "
+            "chain: indexing again from our deployment",
+            orphaned_from,
+            len(cursor.block_hashes),
+        )
+    else:
+        logger.warning(
+            "reorganisation below the confirmation depth: block %d was replaced; indexing "
+            "again from block %d",
+            orphaned_from,
+            fork + 1,
+        )
+    _forget_orphaned(w3, fork)
+    cursor.block_hashes = [pair for pair in cursor.block_hashes if pair[0] <= fork]
+    cursor.last_block = fork
+    return True
+
+
+def _forget_orphaned(w3: Web3, fork: int) -> None:
+    """Delete the records of logs above block `fork` that the chain no longer holds there: the
+    logs still on it are recorded again when their blocks are read again."""
+    SkippedEvent.objects.filter(chain_id=settings.CHAIN_ID, block_number__gt=fork).delete()
+    hashes: dict[int, str | None] = {}
+    receipts: dict[str, object] = {}
+
+    def still_on_chain(tx_hash: str, log_index: int, block_number: int) -> bool:
+        if tx_hash not in receipts:
+            try:
+                receipts[tx_hash] = w3.eth.get_transaction_receipt(tx_hash)
+            except TransactionNotFound:
+                receipts[tx_hash] = None
+        receipt = receipts[tx_hash]
+        if receipt is None or receipt["blockNumber"] != block_number:
+            return False
+        if block_number not in hashes:
+            hashes[block_number] = _block_hash(w3, block_number)
+        return receipt["blockHash"].to_0x_hex() == hashes[block_number] and any(
+            log["logIndex"] == log_index for log in receipt["logs"]
+        )
+
+    for model in apps.get_models():
+        if not issubclass(model, EventRecord):
+            continue
+        rows = model.objects.filter(block_number__gt=fork)
+        orphaned = [
+            pk
+            for pk, tx_hash, log_index, block_number in rows.values_list(
+                "pk", "tx_hash", "log_index", "block_number"
+            )
+            if not still_on_chain(tx_hash, log_index, block_number)
+        ]
+        if orphaned:
+            model.objects.filter(pk__in=orphaned).delete()
+            logger.warning(
+                "forgot %d %s rows of logs no longer on the chain",
+                len(orphaned),
+                model._meta.verbose_name,
+            )
+    for handler in _reorg_handlers:
+        handler(w3, fork)
 
 
 def chain_index_catch_up(*, w3: Web3, max_ranges: int = 20) -> None:

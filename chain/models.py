@@ -93,14 +93,33 @@ class ChainTransaction(models.Model):
 
 
 class IndexerCursor(models.Model):
-    """The last block whose logs the indexer has processed, per chain."""
+    """The last block whose logs the indexer has processed, per chain, and the hashes of the last
+    ranges' end blocks: a block whose hash changed was replaced by a reorganisation."""
+
+    # How many range ends are kept: how deep a reorganisation can be told from the last match.
+    KEPT_BLOCK_HASHES = 64
 
     chain_id = models.PositiveBigIntegerField(unique=True)
     last_block = models.BigIntegerField(default=-1)
+    # [[number, "0x hash"], ...] of the latest processed ranges' end blocks, oldest first; the
+    # last is last_block's.
+    block_hashes = models.JSONField(default=list, blank=True)
     updated = models.DateTimeField(auto_now=True)
 
     def __str__(self) -> str:
         return f"chain {self.chain_id} indexed to block {self.last_block}"
+
+    @property
+    def last_block_hash(self) -> str:
+        if self.block_hashes and self.block_hashes[-1][0] == self.last_block:
+            return self.block_hashes[-1][1]
+        return ""
+
+    def processed(self, number: int, block_hash: str) -> None:
+        """`number` (whose hash is `block_hash`) is the new last processed block."""
+        kept = [pair for pair in self.block_hashes if pair[0] < number]
+        self.block_hashes = [*kept, [number, block_hash]][-self.KEPT_BLOCK_HASHES :]
+        self.last_block = number
 
 
 class SkippedEvent(models.Model):

@@ -13,7 +13,7 @@ from web3.contract import Contract
 
 from chain.attestations import payouts_hash, recover_attester
 from chain.client import contract_at, deployed_addresses, deployed_contract, get_web3, web3_for
-from chain.events import ChainEvent, _plain, decode_receipt
+from chain.events import ChainEvent, _plain, decode_receipt, logs_between
 from chain.sender import SentTransaction, TransactionSender, operator_sender
 
 
@@ -106,14 +106,17 @@ class _Wrapper:
         *,
         from_block: int | None = None,
         to_block: int | str = "latest",
+        first_only: bool = False,
         **argument_filters,
     ) -> list[ChainEvent]:
         """Our contract's `event` logs matching indexed arguments, from `from_block` (default: its
-        deployment block) to `to_block`."""
+        deployment block) to `to_block`, read in bounded ranges; `first_only`: up to the first
+        range that holds one."""
         start = self._start_block() if from_block is None else from_block
-        logs = getattr(self.contract.events, event)().get_logs(
-            from_block=start, to_block=to_block, argument_filters=argument_filters
-        )
+        logs = logs_between(
+            self.w3, event=getattr(self.contract.events, event), argument_filters=argument_filters,
+            from_block=start, to_block=to_block, first_only=first_only,
+        )  # fmt: skip
         return [
             ChainEvent(
                 contract=self.name,
@@ -225,7 +228,8 @@ class DatasetRegistry(_Wrapper):
 
     def listed_event(self, listing_id: int) -> ChainEvent | None:
         """The DatasetListed event of a listing: its CID, content hash, metadata hash, license."""
-        events = self._events("DatasetListed", listingId=listing_id)
+        # A listing is listed once: the read stops at its event.
+        events = self._events("DatasetListed", first_only=True, listingId=listing_id)
         return events[0] if events else None
 
     def listing_count(self) -> int:

@@ -679,3 +679,9 @@ def dataset_listed_event_record(w3: Web3, event: ChainEvent) -> None:
         Dataset.objects.filter(
             pk=dataset.pk, listing_id=args["listingId"], confirmed_block__isnull=True
         ).update(confirmed_block=event.block_number)
+
+
+def dataset_confirmations_forget(w3: Web3, fork_block: int) -> None:
+    """Indexer reorganisation handler: a listing seen in a block above `fork_block` is no longer
+    confirmed; reading those blocks again confirms the listings still on the chain."""
+    Dataset.objects.filter(confirmed_block__gt=fork_block).update(confirmed_block=None)

@@ -226,7 +226,7 @@ def did_refresh(*, registry: IdentityRegistry, identity: str) -> None:
     the registry's `changed(identity)` block and follow `previousChange` back to the newest block
     we already hold. Nothing is walked when nothing changed."""
     from chain.client import deployed_addresses
-    from chain.events import decode_log
+    from chain.events import decode_log, logs_between
 
     w3 = registry.w3
     block = registry.changed(identity)
@@ -235,13 +235,8 @@ def did_refresh(*, registry: IdentityRegistry, identity: str) -> None:
     addresses = deployed_addresses()
     found: list[tuple[ChainEvent, int]] = []
     while block > known:
-        logs = w3.eth.get_logs(
-            {
-                "address": registry.address,
-                "fromBlock": block,
-                "toBlock": block,
-                "topics": [None, topic],
-            }
+        logs = logs_between(
+            w3, address=registry.address, topics=[None, topic], from_block=block, to_block=block
         )
         events = [e for e in (decode_log(w3, log, addresses) for log in logs) if e is not None]
         timestamp = w3.eth.get_block(block)["timestamp"]

@@ -240,7 +240,9 @@ CHAIN_CONFIRMATIONS = env_int(
     "CHAIN_CONFIRMATIONS", 0 if CHAIN_ID == DEV_CHAIN_ID else 3, minimum=0
 )
 CHAIN_INDEX_INTERVAL_SECONDS = env_int("CHAIN_INDEX_INTERVAL_SECONDS", 3, minimum=1)
-CHAIN_INDEX_MAX_BLOCKS = 2000
+# The most blocks one eth_getLogs asks for (public providers cap it, often at 1,000-10,000; a
+# range still refused is halved), and the most the indexer takes in one tick.
+CHAIN_LOG_RANGE_BLOCKS = env_int("CHAIN_LOG_RANGE_BLOCKS", 2000, minimum=1)
 # Seconds an operator transaction may stay pending before it is replaced with higher fees.
 CHAIN_TX_REPLACE_AFTER_SECONDS = env_int("CHAIN_TX_REPLACE_AFTER_SECONDS", 30, minimum=1)
 # Seconds a step waits for its transaction to be mined before it retries (following the same one).

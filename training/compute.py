@@ -176,12 +176,14 @@ def funded_job(
     """A buyer's job as its JobFunded event committed it, and the block it was funded in."""
     from web3 import Web3
 
+    from chain.events import logs_between
     from chain.wrappers import JobTerms
 
-    logs = escrow.contract.events.JobFunded().get_logs(
-        from_block=from_block,
+    # A buyer funds a job id once: the read stops at its event.
+    logs = logs_between(
+        escrow.w3, event=escrow.contract.events.JobFunded, from_block=from_block, first_only=True,
         argument_filters={"jobId": job_id, "buyer": Web3.to_checksum_address(buyer)},
-    )
+    )  # fmt: skip
     if not logs:
         raise RunFailed(f"Job 0x{job_id.hex()} of {buyer} was not funded on the escrow.")
     args = logs[0]["args"]
@@ -215,11 +217,16 @@ def spec_facts_from_chain(
     metadata from IPFS (checked against the event's metadataHash)."""
     from web3 import Web3
 
+    from chain.events import logs_between
+
     listings = []
     for listing_id, owner in zip(terms.dataset_ids, terms.owners, strict=True):
-        logs = registry.contract.events.DatasetListed().get_logs(
-            from_block=from_block, to_block=funding_block,
-            argument_filters={"listingId": listing_id},
+        # A listing is listed once, most often shortly before it is bought: read back from the
+        # funding block and stop at its event.
+        logs = logs_between(
+            registry.w3, event=registry.contract.events.DatasetListed,
+            argument_filters={"listingId": listing_id}, from_block=from_block,
+            to_block=funding_block, first_only=True, newest_first=True,
         )  # fmt: skip
         if not logs:
             raise RunFailed(f"Listing {listing_id} is not on the chain.")

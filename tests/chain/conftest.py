@@ -34,3 +34,18 @@ def dev_validators(contracts) -> list[LocalAccount]:
             receipt = wallet_send(w3, validator.address, escrow.stake_request(minimum))
             assert receipt["status"] == 1
     return validators
+
+
+def mine(w3, blocks: int) -> None:
+    """Mine `blocks` empty blocks on anvil at once."""
+    w3.provider.make_request("anvil_mine", [hex(blocks)])
+
+
+@pytest.fixture
+def chain_restored(contracts):
+    """The session's chain put back as it was before the test (the test's blocks are removed),
+    so that a test may mine, rewrite or replace blocks without other tests seeing it."""
+    w3 = get_web3()
+    snapshot = w3.provider.make_request("evm_snapshot", [])["result"]
+    yield w3
+    assert w3.provider.make_request("evm_revert", [snapshot])["result"] is True
