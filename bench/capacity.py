@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
-import subprocess
 import sys
-import time
 from pathlib import Path
 
 from eth_account import Account
@@ -33,34 +31,14 @@ from chain.attestations import payouts_hash  # noqa: E402
 BLOCK_GAS_LIMIT = 30_000_000
 
 
-def anvil(port: int) -> subprocess.Popen:
-    command = [
-        str(gas.ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent",
-        "--chain-id", "31337", "--mnemonic", gas.DEV_MNEMONIC, "--accounts", str(gas.ACCOUNTS),
-        "--gas-limit", "300000000",
-    ]  # fmt: skip
-    return subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="10,50,100,200,400")
     args = parser.parse_args()
     sizes = [int(s) for s in args.sizes.split(",")]
 
-    port = gas.free_port()
-    process = anvil(port)
-    try:
-        w3 = Web3(Web3.HTTPProvider(f"http://127.0.0.1:{port}"))
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                _ = w3.eth.chain_id
-                break
-            except Exception:  # noqa: BLE001 - not listening yet
-                if time.monotonic() > deadline:
-                    raise
-                time.sleep(0.1)
+    with gas.own_anvil("--gas-limit", "300000000") as url:
+        w3 = Web3(Web3.HTTPProvider(url))
         bench = gas.Bench(w3)
         registry = bench.deploy("DatasetRegistry")
         escrow = bench.deploy(
@@ -114,9 +92,6 @@ def main() -> int:
             rows.append((size, funded["gasUsed"], settled["gasUsed"]))
             print(f"{size:>5} datasets: fund {funded['gasUsed']:>12,} gas, settle "
                   f"{settled['gasUsed']:>12,} gas")  # fmt: skip
-    finally:
-        process.terminate()
-        process.wait(timeout=10)
 
     # fund is quadratic in the datasets (its duplicate check), settle linear: fit each from the
     # two largest sizes and solve for the 30M block.

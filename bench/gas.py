@@ -73,10 +73,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def own_anvil() -> Iterator[str]:
+def own_anvil(*extra: str) -> Iterator[str]:
+    """A throwaway anvil on a free loopback port (`extra`: more anvil options); yields its URL."""
     port = free_port()
     command = [str(ANVIL), "--host", "127.0.0.1", "--port", str(port), "--silent"]
     command += ["--chain-id", "31337", "--mnemonic", DEV_MNEMONIC, "--accounts", str(ACCOUNTS)]
+    command += list(extra)
     process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     try:
