@@ -16,4 +16,4 @@ class DatasetAdmin(admin.ModelAdmin):
         "metadata_cid", "metadata_sha256", "listing_id", "tx_hash", "block_number",
         "confirmed_block", "signature", "sign_deadline", "created", "updated", "listed_at",
     )  # fmt: skip
-    exclude = ("wrapped_data_key", "minhash", "search_text", "tag_index", "upload_path")
+    exclude = ("wrapped_data_key", "minhash", "search_text", "tag_index", "upload_cid")

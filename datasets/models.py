@@ -97,7 +97,8 @@ class Dataset(models.Model):
     # How the file is written (datasets.reader.FileFormat): the training worker reads it so.
     read_format = models.JSONField(default=dict, blank=True)
     size_bytes = models.PositiveBigIntegerField(default=0)
-    upload_path = models.CharField(max_length=500, blank=True)
+    # The sealed upload staged on the IPFS node until processing ends (see datasets.uploads).
+    upload_cid = models.CharField(max_length=100, blank=True)
 
     # What the file holds.
     rows = models.PositiveBigIntegerField(null=True, blank=True)

@@ -27,6 +27,7 @@ from marketplace.ipfs import (
     IpfsError,
     IpfsUnavailable,
     cat_sha256,
+    pin_cid,
     pin_file,
     raw_cid_for_sha256,
     unpin,
@@ -40,39 +41,18 @@ METADATA_MAX_BYTES = 1024 * 1024  # one IPFS block: its CID is then its sha-256
 OnStage = Callable[[str, float], None]  # (stage, fraction of it done)
 
 
-# --- the files beside an upload and what they pinned -----------------------------------------
+# --- what an upload pinned -------------------------------------------------------------------
 
 
-def work_files(dataset: Dataset) -> list[Path]:
-    """The upload and what processing writes beside it (ciphertext, metadata, pin marker)."""
-    if not dataset.upload_path:
-        return []
-    path = Path(dataset.upload_path)
-    suffixes = (".enc", ".meta.json", ".cid")
-    return [path] + [path.with_name(path.name + suffix) for suffix in suffixes]
-
-
-def delete_work_files(dataset: Dataset) -> None:
-    for path in work_files(dataset):
-        path.unlink(missing_ok=True)
-
-
-def pin_marker(dataset: Dataset) -> Path | None:
-    """Where the sealing thread notes the ciphertext's CID the moment it is pinned, before the
-    dataset row records it: a retry or a failure unpins it even if the process died between."""
-    if not dataset.upload_path:
-        return None
-    path = Path(dataset.upload_path)
-    return path.with_name(path.name + ".cid")
-
-
-def unpin_all(dataset: Dataset) -> None:
-    marker = pin_marker(dataset)
-    pending = marker.read_text().strip() if marker and marker.exists() else ""
-    for cid in {dataset.cid, dataset.metadata_cid, pending} - {""}:
+def unpin_listing(dataset: Dataset) -> None:
+    """Unpin what processing pinned for the listing (its ciphertext and metadata)."""
+    for cid in {dataset.cid, dataset.metadata_cid} - {""}:
         unpin(cid)
-    if marker:
-        marker.unlink(missing_ok=True)
+
+
+def unpin_upload(dataset: Dataset) -> None:
+    """Unpin the staged upload (see datasets.uploads.stage)."""
+    unpin(dataset.upload_cid)
 
 
 # --- comparing with other listings --------------------------------------------------------
@@ -170,23 +150,20 @@ def _metadata_document(dataset: Dataset, profile: profiling.Profile, columns, wa
 
 
 class _Sealing:
-    """Encrypt the upload, pin the ciphertext and read it back, in a thread of its own: the
-    encryption runs while the caller checks the bytes, the pinning (once the caller approves:
-    bad input is never sent to the node) while it describes the rows, so the IPFS node works on
-    the ciphertext while this process works on the plaintext. The thread touches no database
-    (it would hold a connection of its own); it notes the CID in the pin marker the moment the
-    node has pinned it."""
+    """Encrypt the upload, add the ciphertext to the IPFS node and read it back, in a thread of
+    its own: the encryption runs while the caller checks the bytes, the adding (once the caller
+    approves: bad input is never sent to the node) while it describes the rows, so the node
+    works on the ciphertext while this process works on the plaintext. The thread only adds the
+    blocks; the caller pins them (`pin_and_record`) and records the CID on the row at once, so a
+    worker killed in between leaves no pin behind, on any host."""
 
-    def __init__(self, dataset: Dataset, data_key: bytes, plain: Path):
+    def __init__(self, data_key: bytes, plain: Path, encrypted: Path, name: str):
         self.stage = Stage.ENCRYPTING
         self._path = plain
-        self._encrypted = Path(dataset.upload_path).with_name(
-            Path(dataset.upload_path).name + ".enc"
-        )
-        self._marker = pin_marker(dataset)
+        self._encrypted = encrypted
         self._decided = threading.Event()
         self._approved = False
-        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seal-{dataset.pk}")
+        executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix=f"seal-{name}")
         self._future = executor.submit(self._run, data_key)
         executor.shutdown(wait=False)
 
@@ -198,25 +175,24 @@ class _Sealing:
         if not self._approved:
             return None
         self.stage = Stage.PINNING
-        cid = pin_file(encrypted)
-        self._marker.write_text(cid)
+        cid = pin_file(encrypted, pin=False)
         self.stage = Stage.VERIFYING
         read_sha256, read_size = cat_sha256(cid)
         if (read_sha256, read_size) != (sha256, size):
             raise IpfsUnavailable(
-                f"the IPFS node returned other bytes for {cid} than were pinned "
+                f"the IPFS node returned other bytes for {cid} than were added "
                 f"({read_size} bytes, sha-256 {read_sha256[:12]}…)"
             )
         return cid, size, sha256
 
     def approve(self) -> None:
-        """The bytes passed the check: pin them."""
+        """The bytes passed the check: add them."""
         self._approved = True
         self._decided.set()
 
     def result(self, on_wait: Callable[[str], None]) -> tuple[str, int, str]:
-        """(CID, ciphertext bytes, ciphertext sha-256); `on_wait(stage)` twice a second until
-        then. Raises what the thread raised."""
+        """(CID, ciphertext bytes, ciphertext sha-256), added but not pinned; `on_wait(stage)`
+        twice a second until then. Raises what the thread raised."""
         while True:
             try:
                 return self._future.result(timeout=0.5)
@@ -224,10 +200,17 @@ class _Sealing:
                 on_wait(self.stage)
 
     def settle(self) -> None:
-        """Give up on this attempt: nothing more is pinned; wait for the thread, whatever its
-        outcome (what it pinned already, the pin marker names, for the caller to unpin)."""
+        """Give up on this attempt: nothing more is added; wait for the thread, whatever its
+        outcome (nothing it added is pinned)."""
         self._decided.set()
         wait([self._future])
+
+
+def _pin_and_record(dataset: Dataset, field: str, cid: str) -> None:
+    """Pin what the node holds and note it on the row at once: whoever gives up unpins it."""
+    pin_cid(cid)
+    Dataset.objects.filter(pk=dataset.pk).update(**{field: cid})
+    setattr(dataset, field, cid)
 
 
 def duplicate_reason(dataset: Dataset, duplicate: Dataset) -> str:
@@ -279,16 +262,27 @@ class Prepared:
 
 
 def listing_prepare(dataset: Dataset, *, on_stage: OnStage) -> Prepared:
-    """Check the bytes while a second thread encrypts them, then describe the rows while that
-    thread pins the ciphertext and reads it back; then pin the metadata. Bad input, exact
+    """Fetch the staged upload into a private working folder of this host, then check the
+    bytes while a second thread encrypts them, describe the rows while that thread adds the
+    ciphertext to the IPFS node and reads it back, and pin the metadata. Bad input, exact
     duplicates and copies of another owner's listing raise `InputRejected`; each pin is
-    recorded on the row (or in the pin marker) the moment it exists, so whoever gives up
-    unpins it."""
+    recorded on the row the moment it exists, so whoever gives up unpins it. Raises
+    `UploadGone` when the node no longer has the staged upload."""
     from datasets import uploads
 
-    # The upload rests encrypted: its plain bytes exist only while this worker reads them.
-    with uploads.plaintext(Path(dataset.upload_path)) as plain:
-        return _listing_prepare(dataset, plain, on_stage=on_stage)
+    suffix = Path(dataset.original_filename).suffix.lower()
+    with uploads.working_folder() as folder:
+        try:
+            sealed = uploads.fetch_staged(dataset.upload_cid, folder / f"upload{suffix}")
+        except IpfsError as exc:
+            raise UploadGone(str(exc)) from exc
+        # The upload rests encrypted: its plain bytes exist only while this worker reads them.
+        with uploads.plaintext(sealed) as plain:
+            return _listing_prepare(dataset, plain, folder, on_stage=on_stage)
+
+
+class UploadGone(Exception):
+    """The staged upload cannot be read back from the IPFS node."""
 
 
 def _limits() -> profiling.Limits:
@@ -303,16 +297,15 @@ def _limits() -> profiling.Limits:
     )
 
 
-def _listing_prepare(dataset: Dataset, path: Path, *, on_stage: OnStage) -> Prepared:
+def _listing_prepare(dataset: Dataset, path: Path, folder: Path, *, on_stage: OnStage) -> Prepared:
     from datasets import copycats, profiling
     from datasets.reader import InputRejected
 
-    upload_path = Path(dataset.upload_path)
     limits = _limits()
     on_stage(Stage.CHECKING, 0.0)
     checking = _throttled(on_stage, Stage.CHECKING)
     data_key = new_data_key()
-    sealing = _Sealing(dataset, data_key, path)
+    sealing = _Sealing(data_key, path, folder / "ciphertext", name=str(dataset.pk))
     try:
         # The cheap pass first: bad bytes are refused before anything is sent to the node.
         checked = profiling.check_file(path, limits=limits, on_progress=lambda f: checking(0.1 * f))
@@ -333,23 +326,22 @@ def _listing_prepare(dataset: Dataset, path: Path, *, on_stage: OnStage) -> Prep
         if copied is not None:
             raise InputRejected(copycats.copy_reason(*copied), "copy")
     except BaseException:
-        sealing.settle()  # the caller, a retry or the failure handler unpins what it pinned
+        sealing.settle()
         raise
     warnings = _near_duplicates(dataset, profile) + profile.warnings
     columns = _withhold_values(profile.columns, warnings)
 
     on_stage(sealing.stage, 0.0)
     cid, encrypted_size, content_sha256 = sealing.result(on_wait=lambda s: on_stage(s, 0.0))
-    Dataset.objects.filter(pk=dataset.pk).update(cid=cid)
-    dataset.cid, dataset.content_sha256 = cid, content_sha256
+    _pin_and_record(dataset, "cid", cid)
+    dataset.content_sha256 = content_sha256
 
     metadata = _metadata_document(dataset, profile, columns, warnings)
-    metadata_path = upload_path.with_name(upload_path.name + ".meta.json")
+    metadata_path = folder / "metadata.json"
     metadata_path.write_bytes(metadata)
     metadata_sha256 = hashlib.sha256(metadata).hexdigest()
-    metadata_cid = pin_file(metadata_path, raw_single_block=True)
-    Dataset.objects.filter(pk=dataset.pk).update(metadata_cid=metadata_cid)
-    dataset.metadata_cid = metadata_cid
+    metadata_cid = pin_file(metadata_path, raw_single_block=True, pin=False)
+    _pin_and_record(dataset, "metadata_cid", metadata_cid)
     if metadata_cid != raw_cid_for_sha256(metadata_sha256):
         raise IpfsError(f"the metadata was stored as {metadata_cid}, not as one raw block")
     return Prepared(

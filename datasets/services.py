@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import re
-import secrets
 import time
 from datetime import timedelta
 from decimal import Decimal
@@ -32,7 +31,7 @@ from chain.client import decode_revert
 from chain.events import ChainEvent
 from chain.models import ChainTransaction
 from chain.wrappers import DatasetRegistry, ListingTerms
-from datasets import processing
+from datasets import processing, uploads
 from datasets.models import (
     LICENSES,
     MAX_PRICE_WEI,
@@ -43,7 +42,7 @@ from datasets.models import (
     dp_epsilon_refusal,
 )
 from datasets.selectors import description_excerpt, listing_terms
-from datasets.uploads import UploadOnDisk, seal_copy, upload_dir
+from datasets.uploads import UploadOnDisk
 from marketplace.errors import ApplicationError, refuse
 from marketplace.ipfs import IpfsError, IpfsUnavailable
 from marketplace.models import User
@@ -66,6 +65,7 @@ REVERT_MESSAGES = {
 }
 RESIGN_ERRORS = {"InvalidSignature", "SignatureExpired"}
 MAX_INTERRUPTED_ATTEMPTS = 2  # the first delivery and one retry
+UPLOAD_GONE_REASON = "The uploaded file is no longer on the server: upload it again."
 INTERRUPTED_REASON = (
     "Processing this file stopped the worker twice (most likely it needs more memory than a "
     "worker has), so it is not tried again. Split it into smaller files and list those."
@@ -155,7 +155,6 @@ def _check_upload_quota(*, owner: User, size: int) -> None:
     )
 
 
-@transaction.atomic
 def dataset_create(
     *,
     owner: User,
@@ -171,8 +170,10 @@ def dataset_create(
     dp_epsilon_max: float | None = None,
     enqueue: bool = True,
 ) -> Dataset:
-    """A new listing in `processing`, its file kept for the worker, which is then asked to
-    describe, encrypt and pin it. `upload` is an upload of this request or a file of ours."""
+    """A new listing in `processing`, its (sealed) file staged on the IPFS node for whichever
+    worker is then asked to describe, encrypt and pin it. `upload` is an upload of this request
+    or a file of ours. Everything is checked before the file is staged; if the row cannot be
+    written, the staged file is unpinned again."""
     if not owner.address:
         raise refuse(
             "Sign in with your wallet to list datasets: listings belong to an address.",
@@ -190,8 +191,7 @@ def dataset_create(
             f"{extension or 'a file without an extension'}.{hint}",
             "bad_file_type",
         )
-    source = Path(upload.temporary_file_path()) if isinstance(upload, UploadOnDisk) else upload
-    size = upload.size if isinstance(upload, UploadOnDisk) else source.stat().st_size
+    size = upload.size if isinstance(upload, UploadOnDisk) else upload.stat().st_size
     if size == 0:
         raise refuse("The file is empty.", "empty_file")
     _check_upload_quota(owner=owner, size=size)
@@ -249,17 +249,18 @@ def dataset_create(
         tag_index="".join(f"|{t}" for t in tag_list) + "|",
     )
     dataset.full_clean()
-    dataset.save()
-    # Unique across databases too (a development and a test database may share the directory).
-    destination = upload_dir() / f"dataset-{dataset.pk}-{secrets.token_hex(6)}{extension}"
-    if isinstance(upload, UploadOnDisk):
-        upload.claim(destination)
-    else:
-        seal_copy(source, destination)  # stored encrypted, as uploads are
-    Dataset.objects.filter(pk=dataset.pk).update(upload_path=str(destination))
-    dataset.upload_path = str(destination)
-    if enqueue:
-        transaction.on_commit(lambda: _enqueue_processing(dataset))
+    try:
+        dataset.upload_cid = uploads.stage(upload)
+    except IpfsError as exc:
+        raise IpfsUnavailable(f"the IPFS node refused the upload: {exc}") from exc
+    try:
+        with transaction.atomic():
+            dataset.save()
+            if enqueue:
+                transaction.on_commit(lambda: _enqueue_processing(dataset))
+    except BaseException:
+        processing.unpin_upload(dataset)
+        raise
     return dataset
 
 
@@ -271,7 +272,7 @@ def _enqueue_processing(dataset: Dataset) -> None:
         process_dataset.delay(dataset.pk)
     except Exception:
         Dataset.objects.filter(pk=dataset.pk, status=Status.PROCESSING).delete()
-        Path(dataset.upload_path).unlink(missing_ok=True)
+        processing.unpin_upload(dataset)
         raise
 
 
@@ -289,7 +290,8 @@ def dataset_reject(*, dataset_id: int, reason: str) -> bool:
     dataset = Dataset.objects.filter(pk=dataset_id, status=Status.PROCESSING).first()
     if dataset is None:
         return False
-    processing.unpin_all(dataset)
+    processing.unpin_listing(dataset)
+    processing.unpin_upload(dataset)
     moved = Dataset.objects.filter(pk=dataset_id, status=Status.PROCESSING).update(
         status=Status.REJECTED,
         stage=Stage.DONE,
@@ -297,9 +299,8 @@ def dataset_reject(*, dataset_id: int, reason: str) -> bool:
         status_message=reason,
         cid="",
         metadata_cid="",
-        upload_path="",
+        upload_cid="",
     )
-    processing.delete_work_files(dataset)
     return bool(moved)
 
 
@@ -323,19 +324,19 @@ def dataset_fail(*, dataset_id: int, reason: str) -> bool:
     if dataset is None:
         return False
     keep_pins = dataset.status == Status.REGISTERING and _transaction_may_be_mined(dataset)
-    if not keep_pins:
-        try:
-            processing.unpin_all(dataset)
-        except (IpfsUnavailable, IpfsError) as exc:
-            logger.warning("dataset %s: could not unpin after failure: %s", dataset_id, exc)
+    try:
+        if not keep_pins:
+            processing.unpin_listing(dataset)
+        processing.unpin_upload(dataset)
+    except (IpfsUnavailable, IpfsError) as exc:
+        logger.warning("dataset %s: could not unpin after failure: %s", dataset_id, exc)
     moved = Dataset.objects.filter(pk=dataset_id, status=dataset.status).update(
         status=Status.FAILED,
         stage=Stage.DONE,
         status_message=reason,
         **({} if keep_pins else {"cid": "", "metadata_cid": ""}),
-        upload_path="",
+        upload_cid="",
     )
-    processing.delete_work_files(dataset)
     return bool(moved)
 
 
@@ -366,26 +367,28 @@ def _dataset_process(dataset: Dataset) -> None:
     from datasets.reader import InputRejected
 
     dataset_id = dataset.pk
-    processing.unpin_all(dataset)
+    processing.unpin_listing(dataset)  # what an interrupted attempt pinned
     if dataset.cid or dataset.metadata_cid:
         Dataset.objects.filter(pk=dataset_id).update(cid="", metadata_cid="")
         dataset.cid = dataset.metadata_cid = ""
-    if not dataset.upload_path or not Path(dataset.upload_path).exists():
-        dataset_fail(
-            dataset_id=dataset_id,
-            reason="The uploaded file is no longer on the server: upload it again.",
-        )
-        return
     try:
+        if not dataset.upload_cid:
+            raise processing.UploadGone("no upload was staged")
         prepared = processing.listing_prepare(
             dataset,
             on_stage=lambda stage, fraction: _set_stage(
                 dataset_id, Status.PROCESSING, stage, fraction
             ),
         )
+    except processing.UploadGone as exc:
+        logger.warning("dataset %s: the staged upload is gone: %s", dataset_id, exc)
+        dataset_fail(dataset_id=dataset_id, reason=UPLOAD_GONE_REASON)
+        return
     except InputRejected as exc:
         dataset_reject(dataset_id=dataset_id, reason=exc.message)
         return
+    # The listing's own ciphertext is pinned: the staged upload is not needed any more.
+    processing.unpin_upload(dataset)
     profile, columns = prepared.profile, prepared.columns
     try:
         with transaction.atomic():
@@ -417,7 +420,7 @@ def _dataset_process(dataset: Dataset) -> None:
                     tags=dataset.tags,
                     columns=columns,
                 ),
-                upload_path="",
+                upload_cid="",
             )
             if moved:
                 MinHashBand.objects.bulk_create(processing.minhash_bands(dataset_id, profile))
@@ -432,11 +435,10 @@ def _dataset_process(dataset: Dataset) -> None:
             else "The same data is already listed.",
         )
         return
-    processing.delete_work_files(dataset)
     if not moved:  # moved on meanwhile (e.g. failed by a time limit): nothing of ours stays
         current = Dataset.objects.get(pk=dataset_id)
         if current.status != Status.AWAITING_SIGNATURE:
-            processing.unpin_all(dataset)
+            processing.unpin_listing(dataset)
 
 
 def dataset_row_signatures_index(*, dataset_id: int, workdir: Path) -> bool:

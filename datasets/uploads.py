@@ -2,9 +2,13 @@
 memory), encrypted as they arrive, and an upload past settings.DATASET_MAX_UPLOAD_BYTES is
 dropped while it arrives.
 
-On disk an upload is never the plain file: UPLOAD_MAGIC | upload id (16 bytes) | its data key
-wrapped by settings.MASTER_KEY (bound to the upload id) | the bytes in marketplace.crypto's
-chunked AES-GCM format. The worker decrypts it when it reads it (`plaintext`)."""
+An upload is never the plain file: UPLOAD_MAGIC | upload id (16 bytes) | its data key wrapped by
+settings.MASTER_KEY (bound to the upload id) | the bytes in marketplace.crypto's chunked AES-GCM
+format. Once the request is accepted, that ciphertext is staged on the IPFS node (`stage`): the
+web process and the workers share no disk, and a worker on any host fetches it by CID
+(`fetch_staged`) into a working folder of its own, decrypts it while it reads it (`plaintext`)
+and unpins it when the listing no longer needs it.
+"""
 
 from __future__ import annotations
 
@@ -29,6 +33,7 @@ from marketplace.crypto import (
     unwrap_data_key,
     wrap_data_key,
 )
+from marketplace.ipfs import IpfsError, fetch_file, is_pinned, pin_file
 from marketplace.processes import pid_alive
 
 # Set on the request when a file was dropped for its size (the view answers 413 with it).
@@ -67,12 +72,46 @@ def seal_copy(source: Path, destination: Path) -> None:
         writer.close()
 
 
+def stage(upload: UploadOnDisk | Path) -> str:
+    """Pin the sealed bytes of a request's upload (or of a file of ours, sealed first) on the
+    IPFS node, for whichever worker processes it; returns the CID. The caller unpins it."""
+    if isinstance(upload, UploadOnDisk):
+        upload.file.flush()
+        return pin_file(Path(upload.temporary_file_path()))
+    with tempfile.TemporaryDirectory(dir=upload_dir(), prefix="seal-") as folder:
+        sealed = Path(folder) / "upload"
+        seal_copy(upload, sealed)
+        return pin_file(sealed)
+
+
+def fetch_staged(cid: str, destination: Path) -> Path:
+    """The staged (sealed) upload, copied from the IPFS node to this host's `destination`.
+    Raises IpfsError when the node no longer holds it."""
+    if not is_pinned(cid):
+        raise IpfsError(f"the IPFS node no longer holds the staged upload {cid}")
+    fetch_file(cid, destination)
+    return destination
+
+
+WORKDIR_PREFIX = "work"
+
+
+@contextmanager
+def working_folder() -> Iterator[Path]:
+    """A private folder on this host for one processing attempt, removed on leaving; named
+    after this process so that what a killed worker left is found (remove_orphan_plaintexts)."""
+    with tempfile.TemporaryDirectory(
+        dir=upload_dir(), prefix=f"{WORKDIR_PREFIX}-{os.getpid()}-"
+    ) as folder:
+        yield Path(folder)
+
+
 def is_sealed(path: Path) -> bool:
     with path.open("rb") as handle:
         return handle.read(len(UPLOAD_MAGIC)) == UPLOAD_MAGIC
 
 
-PLAINTEXT_PATTERN = re.compile(r"plain-(?P<pid>\d+)-")
+PLAINTEXT_PATTERN = re.compile(rf"(plain|{WORKDIR_PREFIX})-(?P<pid>\d+)-")
 
 
 def plaintext_path(*, size: int, beside: Path, suffix: str) -> Path:
@@ -92,13 +131,17 @@ def _memory_has_room(size: int) -> bool:
 
 
 def remove_orphan_plaintexts() -> list[Path]:
-    """Remove the decrypted files of processes that are gone (killed while reading)."""
+    """Remove the decrypted files and working folders of processes that are gone (killed
+    while reading)."""
     removed = []
     for folder in (MEMORY_DIR, upload_dir()):
-        for path in folder.glob("plain-*") if folder.is_dir() else []:
+        for path in folder.iterdir() if folder.is_dir() else []:
             match = PLAINTEXT_PATTERN.match(path.name)
             if match and not pid_alive(int(match["pid"])):
-                path.unlink(missing_ok=True)
+                if path.is_dir():
+                    shutil.rmtree(path, ignore_errors=True)
+                else:
+                    path.unlink(missing_ok=True)
                 removed.append(path)
     return removed
 
@@ -126,8 +169,8 @@ def plaintext(path: Path) -> Iterator[Path]:
 
 
 class UploadOnDisk(UploadedFile):
-    """An uploaded file, encrypted into a temporary file that is deleted when the request ends,
-    unless a service claimed it first (`claim`). `size` is the plain file's."""
+    """An uploaded file, encrypted into a temporary file that is deleted when the request ends
+    (`stage` hands its bytes to the IPFS node first). `size` is the plain file's."""
 
     def __init__(self, name, content_type, size, charset, content_type_extra=None):
         file = tempfile.NamedTemporaryFile(suffix=".part", dir=upload_dir())  # noqa: SIM115
@@ -144,12 +187,6 @@ class UploadOnDisk(UploadedFile):
 
     def temporary_file_path(self) -> str:
         return self.file.name
-
-    def claim(self, destination: Path) -> Path:
-        """Keep the (sealed) bytes at `destination` (same filesystem: a hard link, no copy)."""
-        self.file.flush()
-        os.link(self.file.name, destination)
-        return destination
 
     def close(self):
         try:

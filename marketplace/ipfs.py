@@ -77,19 +77,43 @@ BLOCK_SIZE = 1024 * 1024
 ADD_OPTIONS = {"cid_version": 1, "raw_leaves": True, "chunker": f"size-{BLOCK_SIZE}"}
 
 
-def pin_file(path: Path, *, raw_single_block: bool = False) -> str:
+def pin_file(path: Path, *, raw_single_block: bool = False, pin: bool = True) -> str:
     """Add and pin a file; returns its CID (base32). `raw_single_block`: the file must fit one
-    block, so that its CID is its sha-256 (see `raw_cid_for_sha256`)."""
+    block, so that its CID is its sha-256 (see `raw_cid_for_sha256`). With `pin=False` the
+    blocks are only added: nothing stays pinned until `pin_cid`, so a process that dies between
+    the two leaves nothing behind that anyone must remember to unpin."""
     if raw_single_block and path.stat().st_size > BLOCK_SIZE:
         raise ValueError(f"{path.name} does not fit one block ({BLOCK_SIZE} bytes)")
     try:
         with ipfs_client() as client:
-            answer = client.add(str(path), pin=True, **ADD_OPTIONS)
+            answer = client.add(str(path), pin=pin, **ADD_OPTIONS)
     except ipfs_errors.ErrorResponse as exc:
         raise IpfsError(f"the IPFS node refused to add the file: {exc}") from exc
     except _TRANSIENT as exc:
         raise _transient(exc) from exc
     return normalize_cid(answer["Hash"])
+
+
+def pin_cid(cid: str) -> None:
+    """Pin what the node already holds (see `pin_file(pin=False)`)."""
+    try:
+        with ipfs_client() as client:
+            client.pin.add(cid)
+    except ipfs_errors.ErrorResponse as exc:
+        raise IpfsError(f"the IPFS node refused to pin {cid}: {exc}") from exc
+    except _TRANSIENT as exc:
+        raise _transient(exc) from exc
+
+
+def fetch_file(cid: str, destination: Path) -> tuple[str, int]:
+    """Write the bytes of `cid` to `destination`; (sha-256 hex, length) of what was written."""
+    digest, length = hashlib.sha256(), 0
+    with destination.open("wb") as handle:
+        for chunk in iter_cat(cid):
+            digest.update(chunk)
+            length += len(chunk)
+            handle.write(chunk)
+    return digest.hexdigest(), length
 
 
 def iter_cat(cid: str) -> Iterator[bytes]:
@@ -123,6 +147,21 @@ def unpin(cid: str) -> None:
             raise IpfsError(f"the IPFS node refused to unpin {cid}: {exc}") from exc
     except _TRANSIENT as exc:
         raise _transient(exc) from exc
+
+
+def is_pinned(cid: str) -> bool:
+    """Whether the node holds `cid` pinned (answered from the node's own pin set: a CID it does
+    not hold is not searched for on the network)."""
+    try:
+        with ipfs_client() as client:
+            client.pin.ls(cid, type="recursive")
+    except ipfs_errors.ErrorResponse as exc:
+        if "not pinned" in str(exc):
+            return False
+        raise IpfsError(f"the IPFS node cannot list the pin of {cid}: {exc}") from exc
+    except _TRANSIENT as exc:
+        raise _transient(exc) from exc
+    return True
 
 
 def pinned_cids() -> set[str]:

@@ -16,7 +16,8 @@ from tests.datasets.factories import csv_upload, listing_fields, user_for
 
 
 @pytest.fixture
-def owner(db):
+def owner(db, ipfs_node):
+    """A signed-in owner; what they upload is staged on the session's IPFS node."""
     return user_for(1)
 
 

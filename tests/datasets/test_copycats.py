@@ -97,7 +97,7 @@ TRANSFORMS = {
 def assert_nothing_left(dataset: Dataset, pinned_before: set, files_before: set, pins) -> None:
     assert pins() == pinned_before
     assert upload_files() == files_before
-    assert (dataset.cid, dataset.metadata_cid, dataset.content_sha256, dataset.upload_path) == (
+    assert (dataset.cid, dataset.metadata_cid, dataset.content_sha256, dataset.upload_cid) == (
         ("", "", "", "")
     )
     assert dataset.wrapped_data_key is None and dataset.rows is None and dataset.columns == []

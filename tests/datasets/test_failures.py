@@ -1,17 +1,16 @@
 """Infrastructure trouble: an IPFS outage is retried (the dataset waits), a step that gives up
 moves the dataset to `failed` with a message, and nothing it pinned stays pinned."""
 
-from pathlib import Path
+import hashlib
 
 import pytest
 from django.test import override_settings
 
-from datasets import services
+from datasets import processing, services
 from datasets.models import Dataset
 from datasets.tasks import process_dataset
 from marketplace.devstack import free_port
-from marketplace.ipfs import IpfsUnavailable, pin_file
-from tests.datasets.conftest import upload_files
+from marketplace.ipfs import IpfsUnavailable, pin_file, raw_cid_for_sha256, unpin
 from tests.datasets.factories import listing_fields, measurements_csv
 
 pytestmark = pytest.mark.django_db
@@ -35,6 +34,7 @@ def new_dataset(owner, tmp_path, seed: int) -> Dataset:
 def test_an_ipfs_outage_is_transient_and_leaves_the_dataset_waiting(owner, tmp_path, pins):
     dataset = new_dataset(owner, tmp_path, seed=51)
     pinned_before = pins()
+    assert dataset.upload_cid in pinned_before  # staged for whichever worker takes it
 
     with override_settings(IPFS_API_URL=f"http://127.0.0.1:{free_port()}"):
         with pytest.raises(IpfsUnavailable):
@@ -42,15 +42,35 @@ def test_an_ipfs_outage_is_transient_and_leaves_the_dataset_waiting(owner, tmp_p
 
     dataset.refresh_from_db()
     assert dataset.status == Dataset.Status.PROCESSING  # the task retries it with backoff
-    assert dataset.stage == Dataset.Stage.PINNING
-    assert Path(dataset.upload_path).exists()
-    assert pins() == pinned_before
+    assert dataset.upload_cid and pins() == pinned_before
 
     services.dataset_process(dataset_id=dataset.pk)  # the node is back
 
+    staged = dataset.upload_cid
     dataset.refresh_from_db()
     assert dataset.status == Dataset.Status.AWAITING_SIGNATURE
-    assert pins() == pinned_before | {dataset.cid, dataset.metadata_cid}
+    assert dataset.upload_cid == ""
+    assert pins() == pinned_before - {staged} | {dataset.cid, dataset.metadata_cid}
+
+
+def test_an_outage_while_pinning_leaves_nothing_pinned_but_the_staged_upload(
+    owner, tmp_path, pins, monkeypatch
+):
+    dataset = new_dataset(owner, tmp_path, seed=56)
+    pinned_before = pins()
+
+    def node_gone(cid):
+        raise IpfsUnavailable("the IPFS node did not answer")
+
+    monkeypatch.setattr(processing, "pin_cid", node_gone)
+    with pytest.raises(IpfsUnavailable):
+        services.dataset_process(dataset_id=dataset.pk)
+
+    dataset.refresh_from_db()
+    assert dataset.status == Dataset.Status.PROCESSING
+    assert dataset.stage == Dataset.Stage.VERIFYING  # the ciphertext was added and read back
+    assert dataset.cid == ""
+    assert pins() == pinned_before  # what the attempt added was never pinned
 
 
 def test_a_rerun_after_an_interruption_unpins_what_the_first_run_pinned(owner, tmp_path, pins):
@@ -63,33 +83,42 @@ def test_a_rerun_after_an_interruption_unpins_what_the_first_run_pinned(owner, t
 
     services.dataset_process(dataset_id=dataset.pk)
 
+    staged = dataset.upload_cid
     dataset.refresh_from_db()
     assert dataset.status == Dataset.Status.AWAITING_SIGNATURE
     assert dataset.cid != interrupted_cid
-    assert pins() == pinned_before | {dataset.cid, dataset.metadata_cid}
+    assert pins() == pinned_before - {staged} | {dataset.cid, dataset.metadata_cid}
 
 
-def test_a_pin_the_dying_attempt_noted_but_never_recorded_is_unpinned_by_the_retry(
-    owner, tmp_path, pins
+def test_a_worker_killed_after_adding_the_ciphertext_leaves_no_pin(
+    owner, tmp_path, pins, monkeypatch
 ):
     dataset = new_dataset(owner, tmp_path, seed=55)
     pinned_before = pins()
-    orphan = tmp_path / "orphan.bin"
-    orphan.write_bytes(b"ciphertext pinned just before the worker was killed")
-    orphan_cid = pin_file(orphan)
-    Path(dataset.upload_path + ".cid").write_text(orphan_cid)  # the sealing thread's note
 
-    services.dataset_process(dataset_id=dataset.pk)
+    class WorkerKilled(BaseException):
+        pass
 
+    def killed(cid):
+        raise WorkerKilled  # between adding the ciphertext and recording it
+
+    monkeypatch.setattr(processing, "pin_cid", killed)
+    with pytest.raises(WorkerKilled):
+        services.dataset_process(dataset_id=dataset.pk)
+    assert pins() == pinned_before
+
+    monkeypatch.undo()
+    services.dataset_process(dataset_id=dataset.pk)  # the broker redelivers it
+
+    staged = dataset.upload_cid
     dataset.refresh_from_db()
     assert dataset.status == Dataset.Status.AWAITING_SIGNATURE
-    assert orphan_cid not in pins()
-    assert pins() == pinned_before | {dataset.cid, dataset.metadata_cid}
+    assert pins() == pinned_before - {staged} | {dataset.cid, dataset.metadata_cid}
 
 
 def test_a_step_that_gives_up_fails_the_dataset_and_unpins_it(owner, tmp_path, pins):
     dataset = new_dataset(owner, tmp_path, seed=53)
-    pinned_before = pins()
+    pinned_before, staged = pins(), dataset.upload_cid
     partial = tmp_path / "partial.bin"
     partial.write_bytes(b"ciphertext pinned before the outage")
     Dataset.objects.filter(pk=dataset.pk).update(cid=pin_file(partial))
@@ -103,14 +132,16 @@ def test_a_step_that_gives_up_fails_the_dataset_and_unpins_it(owner, tmp_path, p
     assert dataset.status_message == (
         "The IPFS node stayed unavailable; nothing was left pinned. Upload again later."
     )
-    assert dataset.cid == ""
-    assert pins() == pinned_before
-    assert not [name for name in upload_files() if name.startswith(f"dataset-{dataset.pk}-")]
+    assert dataset.cid == "" and dataset.upload_cid == ""
+    assert pins() == pinned_before - {staged}  # neither the listing's pins nor the upload
 
 
-def test_a_missing_upload_fails_with_a_message(owner, tmp_path):
+def test_a_staged_upload_the_node_lost_fails_with_a_message(owner, tmp_path, pins):
     dataset = new_dataset(owner, tmp_path, seed=54)
-    Path(dataset.upload_path).unlink()
+    pinned_before, staged = pins(), dataset.upload_cid
+    unpin(staged)  # e.g. a node restored from an older backup
+    never_added = raw_cid_for_sha256(hashlib.sha256(b"bytes this node never held").hexdigest())
+    Dataset.objects.filter(pk=dataset.pk).update(upload_cid=never_added)
 
     services.dataset_process(dataset_id=dataset.pk)
 
@@ -119,3 +150,5 @@ def test_a_missing_upload_fails_with_a_message(owner, tmp_path):
     assert (
         dataset.status_message == "The uploaded file is no longer on the server: upload it again."
     )
+    assert dataset.upload_cid == "" and dataset.cid == ""
+    assert pins() == pinned_before - {staged}

@@ -4,6 +4,7 @@ import pytest
 from django.test import override_settings
 
 from datasets.models import Dataset
+from marketplace.ipfs import unpin
 from tests.datasets.factories import csv_upload, listed_dataset, measurements_csv, user_for
 
 pytestmark = pytest.mark.django_db
@@ -125,7 +126,7 @@ def test_uploading_needs_sign_in(client):
     assert response["Location"] == "/signin/?next=/datasets/new/"
 
 
-def test_the_upload_form_creates_a_dataset_and_opens_it(client):
+def test_the_upload_form_creates_a_dataset_and_opens_it(client, ipfs_node):
     owner = user_for(1)
     client.force_login(owner)
 
@@ -146,9 +147,7 @@ def test_the_upload_form_creates_a_dataset_and_opens_it(client):
     assert dataset.price_wei == 1000
     assert response["Location"] == f"/datasets/{dataset.pk}/"
     assert dataset.status == Dataset.Status.PROCESSING
-    from pathlib import Path
-
-    Path(dataset.upload_path).unlink()  # no worker runs in this test
+    unpin(dataset.upload_cid)  # no worker runs in this test
 
 
 def test_the_upload_form_shows_errors_inline(client):

@@ -1,12 +1,11 @@
 """Uploads the API refuses at once: a clear 4xx, no dataset row, no file left on the server."""
 
-from pathlib import Path
-
 import pytest
 from django.test import override_settings
 
 from datasets.models import Dataset
-from datasets.uploads import plaintext
+from datasets.uploads import fetch_staged, plaintext
+from marketplace.ipfs import unpin
 from tests.datasets.conftest import post_dataset, upload_files
 from tests.datasets.factories import listed_dataset, measurements_csv, user_for
 
@@ -97,7 +96,7 @@ def test_missing_fields_are_named(api, nothing_left):
     assert {"file", "license", "price_wei"} <= set(body["extra"]["fields"])
 
 
-def test_an_accepted_upload_answers_201_processing(api, owner):
+def test_an_accepted_upload_answers_201_processing(api, owner, ipfs_node, tmp_path):
     response = post_dataset(api, measurements_csv(seed=17), tags="Botany, tabular, botany")
 
     assert response.status_code == 201
@@ -107,7 +106,8 @@ def test_an_accepted_upload_answers_201_processing(api, owner):
     assert dataset.owner == owner
     assert dataset.tags == ["botany", "tabular"]
     assert str(dataset.price_wei) == "20000000000000000"
-    kept = Path(dataset.upload_path)
-    with plaintext(kept) as plain:  # kept encrypted; the worker reads the plain bytes
+    staged = fetch_staged(dataset.upload_cid, tmp_path / "staged.csv")
+    assert staged.read_bytes() != measurements_csv(seed=17)
+    with plaintext(staged) as plain:  # staged encrypted; the worker reads the plain bytes
         assert plain.read_bytes() == measurements_csv(seed=17)
-    kept.unlink()  # no worker runs in this test to process (and then delete) it
+    unpin(dataset.upload_cid)  # no worker runs in this test to process (and then unpin) it

@@ -81,4 +81,4 @@ def test_a_delivery_after_two_interrupted_ones_rejects_the_file(owner, tmp_path)
     dataset.refresh_from_db()
     assert dataset.status == Dataset.Status.REJECTED
     assert "stopped the worker" in dataset.status_message
-    assert dataset.upload_path == ""
+    assert dataset.upload_cid == ""

@@ -7,6 +7,7 @@ from django.template import Context, Template
 
 from datasets.forms import DatasetUploadForm
 from marketplace.fields import MAX_WEI
+from marketplace.ipfs import unpin
 from marketplace.money import eth_to_wei, wei_to_eth
 from tests.datasets.factories import csv_upload, listed_dataset, measurements_csv, user_for
 
@@ -165,7 +166,7 @@ def test_the_listing_form_explains_a_price_it_cannot_read(price, message):
 
 
 @pytest.mark.django_db
-def test_the_upload_page_stores_the_eth_price_in_wei(client):
+def test_the_upload_page_stores_the_eth_price_in_wei(client, ipfs_node):
     from datasets.models import Dataset
 
     owner = user_for(1)
@@ -180,9 +181,7 @@ def test_the_upload_page_stores_the_eth_price_in_wei(client):
     dataset = Dataset.objects.get(owner=owner)
     assert response.status_code == 302
     assert dataset.price_wei == 15000000000000000
-    from pathlib import Path
-
-    Path(dataset.upload_path).unlink()  # no worker runs in this test
+    unpin(dataset.upload_cid)  # no worker runs in this test
 
 
 @pytest.mark.django_db

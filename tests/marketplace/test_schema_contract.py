@@ -6,11 +6,9 @@ from __future__ import annotations
 
 import gc
 import json
-from pathlib import Path
 
 import pytest
 import schemathesis
-from django.conf import settings
 from django.core import signals
 from django.core.wsgi import get_wsgi_application
 from django.db import close_old_connections
@@ -23,6 +21,7 @@ from schemathesis.core.parameters import ParameterLocation
 from schemathesis.transport.serialization import Binary
 
 from marketplace import services
+from marketplace.ipfs import pinned_cids, unpin
 from tests.datasets.factories import listed_dataset, user_for
 from tests.marketplace.siwe_helpers import sign, siwe_text
 
@@ -152,15 +151,15 @@ def signed_in(contracts, ipfs_node, settings):
 
 
 @pytest.fixture(autouse=True)
-def _remove_uploads():
-    """Uploads the run lists stay on disk for a worker that never runs: remove them after. A
-    refused upload's temporary file is removed when its request is closed, which a WSGI server
-    does and Schemathesis' WSGI client leaves to the garbage collector: collect now."""
-    directory = Path(settings.DATASET_UPLOAD_DIR)
-    before = set(directory.glob("dataset-*"))
+def _remove_uploads(ipfs_node):
+    """Uploads the run lists stay staged on the IPFS node for a worker that never runs: unpin
+    them after. A refused upload's temporary file is removed when its request is closed, which
+    a WSGI server does and Schemathesis' WSGI client leaves to the garbage collector: collect
+    now."""
+    before = pinned_cids()
     yield
-    for path in set(directory.glob("dataset-*")) - before:
-        path.unlink(missing_ok=True)
+    for cid in pinned_cids() - before:
+        unpin(cid)
     gc.collect()
 
 

@@ -3,13 +3,12 @@ per identity, counted in Redis; what is refused leaves nothing behind."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 from django.conf import settings as django_settings
 from rest_framework.test import APIClient
 
 from datasets.models import Dataset
+from marketplace.ipfs import pinned_cids
 from tests.datasets.conftest import post_dataset
 from tests.datasets.factories import user_for
 from tests.marketplace.siwe_helpers import sign, siwe_text
@@ -115,13 +114,13 @@ def test_the_upload_form_answers_the_same_limit(rates, client):
     assert "Too many requests" in response.content.decode()
 
 
-def test_the_daily_upload_quota_refuses_with_a_reason_and_keeps_nothing(settings):
+def test_the_daily_upload_quota_refuses_with_a_reason_and_keeps_nothing(settings, ipfs_node):
     settings.DATASET_UPLOAD_QUOTA_BYTES_PER_DAY = 1000
     owner = user_for(3)
     api = APIClient()
     api.force_authenticate(owner)
     Dataset.objects.create(owner=owner, title="earlier", license="MIT", price_wei=0, size_bytes=900)
-    uploads = set(Path(settings.DATASET_UPLOAD_DIR).glob("dataset-*"))
+    pinned = pinned_cids()
 
     response = post_dataset(api, b"a,b\n" + b"1,2\n" * 50, title="Too much today")
 
@@ -130,7 +129,7 @@ def test_the_daily_upload_quota_refuses_with_a_reason_and_keeps_nothing(settings
     assert "a day" in response.json()["message"]
     assert int(response["Retry-After"]) > 3600
     assert not Dataset.objects.filter(title="Too much today").exists()
-    assert set(Path(settings.DATASET_UPLOAD_DIR).glob("dataset-*")) == uploads
+    assert pinned_cids() == pinned  # the upload was refused before it was staged
 
 
 def test_health_figures_are_reused_for_a_few_seconds(client, settings, celery_worker, contracts):
