@@ -3,6 +3,7 @@ ports, and a real Celery worker process on the running Redis."""
 
 from __future__ import annotations
 
+import base64
 import os
 import subprocess
 import sys
@@ -130,20 +131,30 @@ def _database_url_for_worker() -> str:
 
 
 def start_celery_worker(
-    *, hostname: str, queue: str, log_path: Path, extra_env: dict | None = None
+    *,
+    hostname: str,
+    queue: str,
+    log_path: Path,
+    extra_env: dict | None = None,
+    host_dir: Path | None = None,
 ):
     """Start a real Celery worker process on the test Redis, using the test database and the
-    session's nodes; returns once it answers a ping."""
+    session's nodes; returns once it answers a ping. With `host_dir` it runs as on a host of its
+    own: its data folder and working directory are there, so it shares no disk with the test
+    process (the web) or another worker, only the database, Redis, IPFS and the chain."""
     from marketplace.celery import app
 
     env = {
         **os.environ,
+        "PYTHONPATH": str(ROOT),
         "DJANGO_SETTINGS_MODULE": "tests.settings",
         "DATABASE_URL": _database_url_for_worker(),
         "CHAIN_RPC_URL": settings.CHAIN_RPC_URL,
         "IPFS_API_URL": settings.IPFS_API_URL,
         "CELERY_BROKER_URL": settings.CELERY_BROKER_URL,
         "CELERY_TASK_DEFAULT_QUEUE": settings.CELERY_TASK_DEFAULT_QUEUE,
+        "MARKETPLACE_MASTER_KEY": base64.b64encode(settings.MASTER_KEY).decode(),
+        **({"MARKETPLACE_DATA_DIR": str(host_dir / "data")} if host_dir else {}),
         **(extra_env or {}),
     }
     log = open(log_path, "w")  # noqa: SIM115 - the process writes to it until it stops
@@ -153,7 +164,8 @@ def start_celery_worker(
             "--hostname", hostname, "--queues", queue,
             "--concurrency", "2", "--loglevel", "INFO", "--without-mingle", "--without-gossip",
         ],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True,
+        cwd=host_dir or ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+        start_new_session=True,
     )  # fmt: skip
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline:
@@ -176,15 +188,18 @@ def stop_celery_worker(process) -> None:
 @pytest.fixture(scope="session")
 def celery_worker(django_db_setup, anvil, ipfs_node, validator_nodes, tmp_path_factory):
     """A real Celery worker process on the test Redis queue, using the test database and nodes,
-    with the session's validators re-computing the runs it trains.
+    with the session's validators re-computing the runs it trains. It runs as on another host:
+    its data folder and working directory are its own (see `start_celery_worker`).
 
     Tests that hand work to it must use `@pytest.mark.django_db(transaction=True)` so their rows
     are committed where the worker can see them.
     """
+    host_dir = tmp_path_factory.mktemp("worker-host")
     process = start_celery_worker(
         hostname=f"test-worker-{os.getpid()}@localhost",
         queue=settings.CELERY_TASK_DEFAULT_QUEUE,
-        log_path=tmp_path_factory.mktemp("celery") / "worker.log",
+        log_path=host_dir / "worker.log",
+        host_dir=host_dir,
     )
     yield process
     stop_celery_worker(process)

@@ -78,7 +78,7 @@ def model_file_text(content: bytes) -> str:
 
 def worker_logs(tmp_path_factory) -> str:
     base = tmp_path_factory.getbasetemp()
-    return "\n".join(p.read_text(errors="replace") for p in base.glob("celery*/worker.log"))
+    return "\n".join(p.read_text(errors="replace") for p in base.glob("worker-host*/worker.log"))
 
 
 def leaks(places: dict[str, str], secrets: set[str]) -> dict[str, list[str]]:

@@ -38,6 +38,10 @@ def test_a_worker_start_removes_run_folders_of_dead_processes(
     live_plain = MEMORY_DIR / f"plain-{os.getpid()}-alive.csv"
     for path in (stale_plain, live_plain):
         path.write_bytes(b"salary\n987654.321\n")
+    # The working folder of a listing whose worker was killed while processing it.
+    stale_listing = Path(settings.DATASET_UPLOAD_DIR) / f"work-{_dead_pid()}-orphan"
+    stale_listing.mkdir(parents=True)
+    (stale_listing / "upload.csv").write_bytes(b"salary\n987654.321\n")
 
     worker = start_celery_worker(
         hostname=f"cleanup-{time.monotonic_ns()}@localhost",
@@ -47,10 +51,13 @@ def test_a_worker_start_removes_run_folders_of_dead_processes(
     try:
         deadline = time.monotonic() + 30
         # The worker's start removes the folders, then the files: wait for both.
-        while (stale.exists() or stale_plain.exists()) and time.monotonic() < deadline:
+        while (stale.exists() or stale_plain.exists() or stale_listing.exists()) and (
+            time.monotonic() < deadline
+        ):
             time.sleep(0.2)
         assert not stale.exists(), (tmp_path / "worker.log").read_text()
         assert not stale_plain.exists()
+        assert not stale_listing.exists()
         assert live.exists()  # this test's process is alive: its folder is not an orphan
         assert live_plain.exists()
     finally:
