@@ -231,7 +231,7 @@ class BrowsePage:
 
     @property
     def count_text(self) -> str:
-        """ "1,234", or "about 12,000" for an estimate."""
+        """The count as a page shows it: 1,234; or about 12,000 for an estimate."""
         return f"{self.count:,}" if self.count_exact else f"about {self.count:,}"
 
 
