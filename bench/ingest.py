@@ -342,7 +342,7 @@ def browse_figures(args, scratch: Path, env: dict):
                        "PYTHONPATH": f"{scratch}{os.pathsep}{ROOT}"},
     )  # fmt: skip
     base = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 30
+    deadline = time.monotonic() + 120  # 4 workers import the app at once, on a busy machine
     while True:
         try:
             urllib.request.urlopen(behind_proxy(base + "/api/datasets?page_size=1"), timeout=2)
