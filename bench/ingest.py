@@ -349,6 +349,7 @@ def browse_figures(args, scratch: Path, env: dict):
             break
         except OSError:
             if time.monotonic() > deadline:
+                server.kill()
                 raise
             time.sleep(0.3)
     print(f"p50 / p95 with {args.clients} concurrent clients, {args.requests} requests each, "
