@@ -83,7 +83,13 @@ SUMMARY_FIELDS = {
 PageOut = inline_serializer(
     "DatasetPage",
     {
-        "count": serializers.IntegerField(),
+        "count": serializers.IntegerField(
+            help_text="The matching datasets; an estimate when count_exact is false."
+        ),
+        "count_exact": serializers.BooleanField(
+            help_text="False when the matches are too many to count on every request: `count` "
+            "is then the database's estimate, rounded (never below what the pages so far hold)."
+        ),
         "next": serializers.CharField(allow_null=True),
         "previous": serializers.CharField(allow_null=True),
         "results": inline_serializer("DatasetSummary", SUMMARY_FIELDS, many=True),
@@ -104,13 +110,19 @@ SignatureAccepted = inline_serializer(
 DatasetIdParameter = record_id("id", "A dataset's id.")
 
 
+SEARCH_HELP = (
+    "Words, each matching the start of a word of the title, description, tags or column names "
+    "(any case); all must match. A word without a letter or digit is left out."
+)
+
+
 # --- query parameters, checked as documented -----------------------------------------------------
 
 
 class BrowseParams(PageParams):
     search = TextField(
         max_length=200, allow_blank=True, required=False,
-        help_text="Words in the title, description, tags or column names; all must appear.",
+        help_text=SEARCH_HELP,
     )  # fmt: skip
     license = serializers.ChoiceField(
         choices=LICENSE_CODES, allow_blank=True, required=False, help_text="An SPDX identifier."
@@ -142,7 +154,7 @@ BROWSE_QUERY = [
     _query(
         "search",
         {**TEXT_QUERY, "maxLength": 200},
-        "Words in the title, description, tags or column names; all must appear.",
+        SEARCH_HELP,
     ),
     _query("license", {"type": "string", "enum": ["", *LICENSE_CODES]}, "An SPDX identifier."),
     _query("tag", {**TEXT_QUERY, "maxLength": 40}),
@@ -246,9 +258,11 @@ class DatasetListApi(APIView):
         page = selectors.browse_page(params=request.query_params, number=number, page_size=size)
         if page.number != number:
             raise no_such_page(number, page.num_pages)
-        return page_answer(
+        answer = page_answer(
             request, number=number, pages=page.num_pages, count=page.count, results=page.results
         )
+        answer.data = {"count": page.count, "count_exact": page.count_exact, **answer.data}
+        return answer
 
     @extend_schema(
         operation_id="datasets_create",

@@ -150,6 +150,17 @@ class Dataset(models.Model):
             models.Index(fields=["status", "created", "id"], name="dataset_browse_created"),
             models.Index(fields=["status", "price_wei", "id"], name="dataset_browse_price"),
             models.Index(fields=["status", "rows", "id"], name="dataset_browse_rows"),
+            # The same within one licence (the browse page's licence menu): a page of a licence,
+            # searched or not, reads only its rows, and a licence with a price bound is a range.
+            models.Index(
+                fields=["status", "license", "created", "id"], name="dataset_browse_license_created"
+            ),
+            models.Index(
+                fields=["status", "license", "price_wei", "id"], name="dataset_browse_license_price"
+            ),
+            models.Index(
+                fields=["status", "license", "rows", "id"], name="dataset_browse_license_rows"
+            ),
             models.Index(fields=["owner", "-created"], name="dataset_owner_created"),
             models.Index(fields=["updated"], name="dataset_updated"),
         ]
