@@ -17,7 +17,7 @@ class Migration(migrations.Migration):
     """Uploads wait for a worker on the IPFS node (by CID), not in a folder the web process and
     the workers must share."""
 
-    dependencies = [("datasets", "0011_row_signatures_copycats")]
+    dependencies = [("datasets", "0013_browse_license_indexes")]
 
     operations = [
         migrations.RunPython(fail_waiting_uploads, migrations.RunPython.noop),
