@@ -7,6 +7,7 @@ import functools
 import logging
 import re
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import requests
 from django.conf import settings
@@ -41,6 +42,11 @@ def block_number_of(w3: Web3, block: int | str) -> int:
     if block == "latest":
         return w3.eth.block_number
     return w3.eth.get_block(block)["number"]
+
+
+def block_time(w3: Web3, block_number: int) -> datetime:
+    """When the chain says block `block_number` was made: the time of what happened in it."""
+    return datetime.fromtimestamp(w3.eth.get_block(block_number)["timestamp"], tz=UTC)
 
 
 def logs_between(

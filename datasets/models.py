@@ -26,6 +26,13 @@ MAX_PRICE_WEI = 2**88 - 1
 DP_EPSILON_MIN, DP_EPSILON_MAX = 0.01, 100.0
 
 
+def data_key_context(content_sha256: str) -> bytes:
+    """What a listing's wrapped data key is bound to: the sha-256 of the ciphertext it opens (the
+    hash the chain records), so the wrap published in the listing's metadata opens in any database
+    holding the listing, a rebuilt one included, and for no other bytes."""
+    return f"dataset-content:{content_sha256.lower()}".encode()
+
+
 def dp_epsilon_refusal(value) -> str | None:
     """Why `value` is not a usable epsilon, or None."""
     if isinstance(value, bool) or not isinstance(value, int | float):
@@ -189,8 +196,21 @@ class Dataset(models.Model):
 
     @property
     def key_context(self) -> bytes:
-        """What the wrapped data key is bound to (the training worker unwraps with it)."""
-        return f"dataset:{self.pk}".encode()
+        """What the wrapped data key is bound to: the ciphertext it opens."""
+        return data_key_context(self.content_sha256)
+
+    def data_key(self) -> bytes:
+        """The key that opens the listed ciphertext (workers only), unwrapped by the master key;
+        listings wrapped before the wrap was bound to the ciphertext are bound to their row id."""
+        from marketplace.crypto import DecryptionError, unwrap_data_key
+
+        try:
+            return unwrap_data_key(
+                self.wrapped_data_key, settings.MASTER_KEY, context=self.key_context
+            )
+        except DecryptionError:
+            legacy = f"dataset:{self.pk}".encode()
+            return unwrap_data_key(self.wrapped_data_key, settings.MASTER_KEY, context=legacy)
 
 
 class MinHashBand(models.Model):

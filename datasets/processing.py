@@ -6,6 +6,7 @@ worker; moves no status."""
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import json
 import threading
@@ -20,7 +21,7 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.db.models import Q
 
-from datasets.models import Dataset, MinHashBand, RowSignature
+from datasets.models import Dataset, MinHashBand, RowSignature, data_key_context
 from marketplace.crypto import CHUNK_SIZE, encrypt_stream, new_data_key, wrap_data_key
 from marketplace.did import did_for
 from marketplace.ipfs import (
@@ -116,10 +117,17 @@ def _withhold_values(columns: list[dict], warnings: list[dict]) -> list[dict]:
     return columns
 
 
-def _metadata_document(dataset: Dataset, profile: profiling.Profile, columns, warnings) -> bytes:
-    """The public description of a listing, pinned to IPFS; its sha-256 goes on-chain."""
+def _metadata_document(
+    dataset: Dataset, profile: profiling.Profile, columns, warnings, wrapped_key: bytes
+) -> bytes:
+    """The public description of a listing, pinned to IPFS; its sha-256 goes on-chain. With the
+    chain, it is all a database rebuilt from them needs to know about the listing (see
+    `chain.rebuild`): the data key is in it wrapped under the master key, which it is safe to
+    publish (AES-GCM; only the master key's holder unwraps it)."""
     document = {
         "type": "data-marketplace/dataset-metadata/v1",
+        # The marketplace's number of the dataset: a rebuilt catalogue keeps its addresses.
+        "dataset_id": dataset.pk,
         "title": dataset.title,
         "description": dataset.description,
         "license": dataset.license,
@@ -134,8 +142,15 @@ def _metadata_document(dataset: Dataset, profile: profiling.Profile, columns, wa
             "format": profile.file_format.kind,
             "reading": profile.file_format.as_dict(),
             "encryption": {"scheme": "AES-256-GCM, chunked", "chunk_size": CHUNK_SIZE},
+            "key": {
+                "wrapped": base64.b64encode(wrapped_key).decode(),
+                "wrapped_by": "the marketplace's master key (AES-256-GCM)",
+                "bound_to": "sha256",
+            },
+            "size_bytes": dataset.size_bytes,  # of the uploaded file
         },
         "rows": profile.rows,
+        "unique_rows": profile.unique_rows,
         "columns": columns,
         "quality_warnings": warnings,
         # Flagged columns the owner lets buyers' models use (the signature covers this document).
@@ -336,7 +351,10 @@ def _listing_prepare(dataset: Dataset, path: Path, folder: Path, *, on_stage: On
     _pin_and_record(dataset, "cid", cid)
     dataset.content_sha256 = content_sha256
 
-    metadata = _metadata_document(dataset, profile, columns, warnings)
+    wrapped_data_key = wrap_data_key(
+        data_key, settings.MASTER_KEY, context=data_key_context(content_sha256)
+    )
+    metadata = _metadata_document(dataset, profile, columns, warnings, wrapped_data_key)
     metadata_path = folder / "metadata.json"
     metadata_path.write_bytes(metadata)
     metadata_sha256 = hashlib.sha256(metadata).hexdigest()
@@ -353,7 +371,7 @@ def _listing_prepare(dataset: Dataset, path: Path, folder: Path, *, on_stage: On
         content_sha256=content_sha256,
         metadata_cid=metadata_cid,
         metadata_sha256=metadata_sha256,
-        wrapped_data_key=wrap_data_key(data_key, settings.MASTER_KEY, context=dataset.key_context),
+        wrapped_data_key=wrapped_data_key,
     )
 
 

@@ -466,16 +466,13 @@ def listed_plaintext(*, dataset: Dataset, workdir: Path, expected_sha256: str) -
     decrypted with the data key the marketplace keeps for it (`datasets.listed`) in memory when
     it fits (else into `workdir`), removed on leaving."""
     from datasets.listed import listed_file
-    from marketplace.crypto import unwrap_data_key
 
     if expected_sha256.lower() != dataset.content_sha256:
         raise ContentMismatch(
             f"The bytes on IPFS for dataset {dataset.pk} ({dataset.cid}) do not match the hash "
             "recorded on-chain."
         )
-    key = unwrap_data_key(
-        dataset.wrapped_data_key, settings.MASTER_KEY, context=dataset.key_context
-    )
+    key = dataset.data_key()
     with listed_file(
         cid=dataset.cid, expected_sha256=expected_sha256, data_key=key, workdir=workdir,
         label=f"dataset {dataset.pk}",

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import re
 import time
-from datetime import timedelta
+from datetime import datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 
@@ -28,7 +28,7 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from chain.client import decode_revert
-from chain.events import ChainEvent
+from chain.events import ChainEvent, block_time
 from chain.models import ChainTransaction
 from chain.wrappers import DatasetRegistry, ListingTerms
 from datasets import processing, uploads
@@ -627,6 +627,7 @@ def dataset_register(*, dataset_id: int) -> None:
         listing_id=listed.args["listingId"],
         tx_hash=outcome.tx_hash,
         block_number=outcome.block_number,
+        listed_at=block_time(registry.w3, outcome.block_number),
     )
 
 
@@ -642,8 +643,10 @@ def _ask_to_sign_again(dataset: Dataset, reason: str) -> None:
 
 
 def dataset_listing_record(
-    *, dataset_id: int, listing_id: int, tx_hash: str, block_number: int
+    *, dataset_id: int, listing_id: int, tx_hash: str, block_number: int, listed_at: datetime
 ) -> bool:
+    """-> listed; `listed_at` is the time of the listing's block (the chain's, so a database
+    rebuilt from the chain says the same)."""
     moved = Dataset.objects.filter(
         pk=dataset_id,
         status__in=[Status.AWAITING_SIGNATURE, Status.REGISTERING, Status.FAILED],
@@ -655,7 +658,7 @@ def dataset_listing_record(
         listing_id=listing_id,
         tx_hash=tx_hash,
         block_number=block_number,
-        listed_at=timezone.now(),
+        listed_at=listed_at,
     )
     return bool(moved)
 
@@ -677,6 +680,7 @@ def dataset_listed_event_record(w3: Web3, event: ChainEvent) -> None:
             listing_id=args["listingId"],
             tx_hash=event.tx_hash,
             block_number=event.block_number,
+            listed_at=block_time(w3, event.block_number),
         )
         Dataset.objects.filter(
             pk=dataset.pk, listing_id=args["listingId"], confirmed_block__isnull=True

@@ -65,6 +65,19 @@ def unwrap_data_key(wrapped: bytes, master_key: bytes, *, context: bytes = b"") 
         ) from None
 
 
+def derived_key(master_key: bytes, *, context: bytes) -> bytes:
+    """A key derived from the master key for one record (HKDF-SHA256 with `context` as info): it
+    needs no storage, so it comes back with the master key alone (e.g. a model's key, from its
+    job id, in a database rebuilt from the chain)."""
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.kdf.hkdf import HKDF
+
+    if len(master_key) != KEY_SIZE:
+        raise ValueError("the master key must be 32 bytes")
+    info = b"data-marketplace/derived-key/v1:" + context
+    return HKDF(algorithm=hashes.SHA256(), length=KEY_SIZE, salt=None, info=info).derive(master_key)
+
+
 def _nonce(prefix: bytes, index: int, final: bool) -> bytes:
     return prefix + struct.pack(">IB", index, 1 if final else 0)
 

@@ -96,6 +96,14 @@ def model_key_context(job_id: str) -> bytes:
     return f"model:{job_id}".encode()
 
 
+def model_data_key(job_id: str) -> bytes:
+    """The key a run's model is encrypted under: derived from the master key and the job id, so
+    the buyer's model opens again in a database rebuilt from the chain."""
+    from marketplace.crypto import derived_key
+
+    return derived_key(settings.MASTER_KEY, context=model_key_context(job_id))
+
+
 def dp_seed_context(job_id: str) -> bytes:
     return f"dp-seed:{job_id}".encode()
 
@@ -136,8 +144,6 @@ def run_spec(run: TrainingRun) -> RunSpec:
 
 def _data_key(entry: TrainingRunDataset, facts: ListingFacts) -> bytes:
     """The data key the marketplace keeps for the listing's bytes (workers only)."""
-    from marketplace.crypto import unwrap_data_key
-
     dataset = entry.dataset
     if (dataset.cid, dataset.content_sha256) != (facts.cid, facts.content_sha256):
         # The data key is the one of the bytes the record names.
@@ -145,9 +151,7 @@ def _data_key(entry: TrainingRunDataset, facts: ListingFacts) -> bytes:
             f"The bytes of dataset {dataset.pk} as the marketplace recorded them do not match "
             f"the hash recorded on-chain for listing {facts.listing_id}."
         )
-    return unwrap_data_key(
-        dataset.wrapped_data_key, settings.MASTER_KEY, context=dataset.key_context
-    )
+    return dataset.data_key()
 
 
 def _read(facts: ListingFacts, data_key: bytes, workdir: Path):
@@ -201,13 +205,13 @@ def train_and_package(
 
 
 def _package(run: TrainingRun, spec: RunSpec, computed, workdir: Path) -> Packaged:
-    """The model encrypted under a fresh key and pinned; the report pinned as one raw block, so
+    """The model encrypted under its job's key and pinned; the report pinned as one raw block, so
     its CID follows from the hash the settlement records and anyone can fetch it knowing only
     the chain."""
-    from marketplace.crypto import encrypt_stream, new_data_key, wrap_data_key
+    from marketplace.crypto import encrypt_stream, wrap_data_key
     from marketplace.ipfs import normalize_cid, pin_file, raw_cid_for_sha256
 
-    data_key = new_data_key()
+    data_key = model_data_key(run.job_id)
     plain, sealed = workdir / "model.skops", workdir / "model.skops.enc"
     plain.write_bytes(computed.model_bytes)
     with plain.open("rb") as src, sealed.open("wb") as dst:

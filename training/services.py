@@ -23,7 +23,7 @@ from web3 import Web3
 from web3.exceptions import ContractCustomError, ContractLogicError
 
 from chain.client import decode_revert
-from chain.events import ChainEvent
+from chain.events import ChainEvent, block_time
 from chain.wrappers import TrainingEscrow, settle_intent
 from datasets.models import Dataset, dp_epsilon_refusal
 from marketplace.errors import node_outage, refuse
@@ -587,7 +587,11 @@ def training_run_artifacts_record(*, run_id: int, packaged: pipeline.Packaged) -
 
 def training_run_settlement_record(*, run_id: int, tx_hash: str, block_number: int) -> bool:
     """-> completed, from a mined settlement (ours, or one the indexer found). A settlement that
-    was mined late wins over a failure recorded meanwhile: the chain paid the contributors."""
+    was mined late wins over a failure recorded meanwhile: the chain paid the contributors. It
+    finished when its block was made (the chain's time, so a rebuilt database says the same)."""
+    from chain.client import get_web3
+
+    finished_at = block_time(get_web3(), block_number)
     moved = (
         TrainingRun.objects.filter(pk=run_id)
         .filter(
@@ -598,7 +602,7 @@ def training_run_settlement_record(*, run_id: int, tx_hash: str, block_number: i
         .update(
             status=Status.COMPLETED, stage=Stage.DONE, progress=100, error="",
             stages_done=[s.value for s in TrainingRun.STAGE_PROGRESS], settlement_tx=tx_hash,
-            settlement_block=block_number, finished_at=timezone.now(),
+            settlement_block=block_number, finished_at=finished_at,
         )
     )  # fmt: skip
     return bool(moved)

@@ -1,7 +1,9 @@
 """A dataset from upload to `listed`, through the real worker, IPFS node and chain."""
 
+import base64
 import hashlib
 import io
+import json
 import os
 
 import pytest
@@ -65,19 +67,22 @@ def test_upload_sign_and_list_end_to_end(api, contracts, celery_worker, pins):
     ]  # fmt: skip
 
     # The pinned bytes are ciphertext whose hash is the recorded one, and which opens with the
-    # wrapped data key to exactly the uploaded file.
+    # wrapped data key (bound to that hash, not to a database id) to exactly the uploaded file.
     pinned = b"".join(iter_cat(dataset.cid))
     assert hashlib.sha256(pinned).hexdigest() == dataset.content_sha256
     assert b"sepal_length" not in pinned and b"setosa" not in pinned
     key = unwrap_data_key(
         bytes(dataset.wrapped_data_key),
         settings.MASTER_KEY,
-        context=f"dataset:{dataset_id}".encode(),
+        context=f"dataset-content:{dataset.content_sha256}".encode(),
     )
     assert b"".join(iter_decrypt(io.BytesIO(pinned), key)) == content
     metadata = b"".join(iter_cat(dataset.metadata_cid))
     assert hashlib.sha256(metadata).hexdigest() == dataset.metadata_sha256
     assert b"setosa" in metadata  # the public statistics, not the rows
+    # The metadata publishes the wrapped key, so a database rebuilt from the chain has it too.
+    published = json.loads(metadata)["content"]["key"]
+    assert base64.b64decode(published["wrapped"]) == bytes(dataset.wrapped_data_key)
     assert pins() == pinned_before | {dataset.cid, dataset.metadata_cid}
     assert upload_files() == set()
 
