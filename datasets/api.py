@@ -323,13 +323,15 @@ class DatasetMineApi(APIView):
     )
     def get(self, request):
         number, size = checked_page(request.query_params)
-        return paginated(
+        answer = paginated(
             request,
             selectors.datasets_of_owner(owner=request.user),
             number=number,
             size=size,
             render=selectors.dataset_summary,
         )
+        answer.data = {"count_exact": True, **answer.data}  # an owner's own are always counted
+        return answer
 
 
 class DatasetDetailApi(APIView):

@@ -505,6 +505,24 @@ def run_restore(
 # --- the whole rebuild ---------------------------------------------------------------------------
 
 
+def _decoded(w3: Web3, logs, addresses: dict[str, str], rebuilt: Rebuilt) -> list[ChainEvent]:
+    """Our contracts' events among `logs`. Anyone can make our contracts emit a log our code
+    cannot decode (e.g. a string that is not UTF-8): as the indexer does, such a log is skipped,
+    and named in the result, never a reason to stop."""
+    events = []
+    for log in logs:
+        try:
+            event = decode_log(w3, log, addresses)
+        except Exception as exc:
+            where = f"0x{bytes(log['transactionHash']).hex().removeprefix('0x')}#{log['logIndex']}"
+            reason = f"{type(exc).__name__}: {exc}"[:200]
+            rebuilt.not_restored.append(f"log {where} (block {log['blockNumber']}): {reason}")
+            continue
+        if event is not None:
+            events.append(event)
+    return events
+
+
 def _in_savepoint(restore: Callable, *args):
     """`restore(*args)`, its writes undone if it cannot come back (anyone can emit a log our
     code cannot take, as the indexer knows); an outage stops the whole rebuild, which keeps
@@ -548,7 +566,7 @@ def chain_rebuild(*, w3: Web3, contracts: dict, progress: Progress = lambda line
             f"{settings.CHAIN_LOG_RANGE_BLOCKS} blocks at a time"
         )
         logs = logs_between(w3, address=list(addresses.values()), from_block=start, to_block=head)
-        events = [e for e in (decode_log(w3, log, addresses) for log in logs) if e is not None]
+        events = _decoded(w3, logs, addresses, rebuilt)
         by_name: dict[str, list[ChainEvent]] = defaultdict(list)
         for event in events:
             by_name[event.name].append(event)

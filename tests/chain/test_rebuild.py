@@ -24,13 +24,16 @@ from sklearn.datasets import load_breast_cancer
 
 from chain.client import get_web3
 from chain.indexer import chain_index_catch_up
-from chain.wrappers import TrainingEscrow
+from chain.wrappers import DatasetRegistry, TrainingEscrow
 from datasets.services import dataset_create
 from marketplace.did import did_for
+from marketplace.ipfs import unpin
 from marketplace.models import User
 from tests.chain.api_answers import answers
+from tests.chain.test_indexer import list_with_raw_cid
 from tests.conftest import ROOT, _database_url_for_worker
 from tests.datasets.factories import user_for
+from tests.marketplace.test_did import fresh_identity
 from tests.training.conftest import BUYER, list_file, run_to_completion, shards
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -199,6 +202,7 @@ def test_a_database_rebuilt_from_the_chain_answers_as_the_original(flow, validat
         title="Still being read", license="CC0-1.0", price_wei=1, enqueue=False,
     )  # fmt: skip
     in_progress_file.unlink()
+    unpin(in_progress.upload_cid)  # staged for a worker this test does not run
     quoted = client_for(run.buyer).post(
         "/api/training-runs",
         {"dataset_ids": [upload.pk], "target_column": "target", "model": "logistic_regression"},
@@ -210,6 +214,12 @@ def test_a_database_rebuilt_from_the_chain_answers_as_the_original(flow, validat
     assert f"dataset #{in_progress.pk} “Still being read”: processing" in checked.getvalue()
     assert f"training run #{quoted.json()['id']}" in checked.getvalue()
     assert "awaiting payment" in checked.getvalue()
+
+    # Anyone can make the registry emit a log our code cannot decode: the rebuild names it and
+    # goes on, as the indexer does.
+    w3 = get_web3()
+    attacker = fresh_identity(w3)
+    bad = list_with_raw_cid(w3, DatasetRegistry.deployed(w3).address, attacker, b"\xff\xfe\xc3")
 
     # A rebuild refuses a database that holds anything.
     contracts = json.dumps(flow["contracts"])
@@ -232,6 +242,7 @@ def test_a_database_rebuilt_from_the_chain_answers_as_the_original(flow, validat
         )  # fmt: skip
 
     assert "Rebuilt from the chain and IPFS" in output
+    assert f"log {bad['transactionHash'].to_0x_hex()}#" in output, output
     # Nothing of this flow is among what the chain names but could not be restored.
     not_restored = output.split("Never on the chain")[0].split("not restored")[-1]
     assert run.job_id not in not_restored, output

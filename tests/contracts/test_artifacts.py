@@ -22,12 +22,9 @@ def run_check(root: Path) -> subprocess.CompletedProcess:
     )
 
 
-def test_artifacts_reproducible():
-    result = run_check(ROOT)
-    assert result.returncode == 0, result.stderr
-
-
-def test_artifacts_do_not_depend_on_the_checkout_folder(tmp_path: Path):
+def test_artifacts_are_what_the_sources_compile_to_in_any_folder(tmp_path: Path):
+    """Compiled in a copy of the checkout elsewhere, the sources give the committed artifacts
+    byte for byte (so they do not depend on where the checkout is either)."""
     copy = tmp_path / "elsewhere" / "checkout"
     shutil.copytree(ROOT / "chain" / "contracts", copy / "chain" / "contracts")
     (copy / "node_modules").symlink_to(ROOT / "node_modules")
