@@ -170,11 +170,26 @@ def _text(metadata: dict, name: str, default: str = "") -> str:
     return value
 
 
+def _held(cid: str, what: str) -> None:
+    """The node must hold `cid` pinned (the marketplace pins everything it publishes): asked of
+    the node's own pin set, since reading a CID the node does not hold waits on the network
+    (an attacker's listing may name any CID)."""
+    from marketplace.ipfs import IpfsError, is_pinned
+
+    try:
+        held = is_pinned(cid)
+    except IpfsError:
+        held = False
+    if not held:
+        raise NotRestored(f"its {what} is not pinned on this IPFS node ({cid[:80]})")
+
+
 def _listing_metadata(event: ChainEvent) -> dict:
-    from marketplace.ipfs import IpfsError
+    from marketplace.ipfs import IpfsError, raw_cid_for_sha256
     from training.compute import RunFailed, listing_metadata
 
     listing_id = event.args["listingId"]
+    _held(raw_cid_for_sha256(event.args["metadataHash"].removeprefix("0x")), "metadata")
     try:
         metadata = listing_metadata(
             event.args["metadataHash"].removeprefix("0x"), listing_id=listing_id
@@ -226,6 +241,7 @@ def listing_restore(w3: Web3, event: ChainEvent) -> tuple[object, str]:
         raise NotRestored("its metadata describes other bytes than the chain records")
     if metadata.get("owner") != did_for(args["owner"], settings.CHAIN_ID):
         raise NotRestored("its metadata names another owner than the chain records")
+    _held(args["cid"], "encrypted file")
     try:
         actual, encrypted_size = cat_sha256(args["cid"])
     except IpfsError as exc:
@@ -325,6 +341,7 @@ def _settled_report(settled: ChainEvent, job_id: str) -> dict:
     from marketplace.ipfs import IpfsError, iter_cat, raw_cid_for_sha256
 
     report_hash = settled.args["reportHash"].removeprefix("0x")
+    _held(raw_cid_for_sha256(report_hash), "report")
     try:
         raw = b"".join(iter_cat(raw_cid_for_sha256(report_hash)))
     except IpfsError as exc:
@@ -344,6 +361,7 @@ def _model_key(model_cid: str, job_id: str) -> tuple[str, bytes | None]:
     from marketplace.ipfs import IpfsError, iter_cat
     from training.pipeline import model_data_key, model_key_context
 
+    _held(model_cid, "model")
     try:
         sealed = b"".join(iter_cat(model_cid))
     except IpfsError as exc:

@@ -27,7 +27,7 @@ from chain.indexer import chain_index_catch_up
 from chain.wrappers import DatasetRegistry, TrainingEscrow
 from datasets.services import dataset_create
 from marketplace.did import did_for
-from marketplace.ipfs import unpin
+from marketplace.ipfs import raw_cid_for_sha256, unpin
 from marketplace.models import User
 from tests.chain.api_answers import answers
 from tests.chain.test_indexer import list_with_raw_cid
@@ -219,7 +219,10 @@ def test_a_database_rebuilt_from_the_chain_answers_as_the_original(flow, validat
     # goes on, as the indexer does.
     w3 = get_web3()
     attacker = fresh_identity(w3)
-    bad = list_with_raw_cid(w3, DatasetRegistry.deployed(w3).address, attacker, b"\xff\xfe\xc3")
+    registry = DatasetRegistry.deployed(w3).address
+    bad = list_with_raw_cid(w3, registry, attacker, b"\xff\xfe\xc3")
+    # ... or name content no node holds: asked of its pins, the node answers at once.
+    list_with_raw_cid(w3, registry, attacker, raw_cid_for_sha256("ab" * 32).encode())
 
     # A rebuild refuses a database that holds anything.
     contracts = json.dumps(flow["contracts"])
@@ -243,6 +246,7 @@ def test_a_database_rebuilt_from_the_chain_answers_as_the_original(flow, validat
 
     assert "Rebuilt from the chain and IPFS" in output
     assert f"log {bad['transactionHash'].to_0x_hex()}#" in output, output
+    assert "its metadata is not pinned on this IPFS node" in output, output
     # Nothing of this flow is among what the chain names but could not be restored.
     not_restored = output.split("Never on the chain")[0].split("not restored")[-1]
     assert run.job_id not in not_restored, output
